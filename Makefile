@@ -1,0 +1,46 @@
+# One-command entry points. `make train` and `make test` work on a fresh clone with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+ARGS ?=
+
+.PHONY: install install-dev train test test-fast bench lint zoo clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-base: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) --upgrade pip setuptools wheel
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.stamp-base
+
+install-dev: $(VENV)/.stamp-dev
+
+# Trains the default model (RubiksNet-Tiny) on the embedded synthetic dataset.
+train: install
+	$(PY) train.py $(ARGS)
+
+test: install-dev
+	$(PY) -m pytest $(ARGS)
+
+test-fast: install-dev
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+bench: install
+	$(PY) bench/rubiks_shift.py
+	$(PY) bench/train_step.py
+
+lint: install-dev
+	$(PY) -m pip install -q ruff
+	$(PY) -m ruff check src tests bench train.py eval.py
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache

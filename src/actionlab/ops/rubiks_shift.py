@@ -1,0 +1,190 @@
+"""RubiksShift: a learnable per-channel 3D shift by trilinear interpolation.
+
+Fan, Buch, Wang, et al. "RubiksNet: Learnable 3D-Shift for Efficient Video Action
+Recognition", ECCV 2020. Semantics follow the released CUDA kernel (see
+``shared/design/papers/rubiksnet.md`` section 1):
+
+* input ``x`` is ``(N, T, C, H, W)``, shifts are ``(3, C)`` with rows ``(T, H, W)``;
+* ``out[n, t, c, h, w] = x(t * sT + s_T[c], h * sH + s_H[c], w * sW + s_W[c])`` sampled by
+  trilinear interpolation, every one of the 8 corners zero-padded on its own;
+* stride ``(sT, sH, sW)`` subsamples like a 1x1 convolution: output size ``(L - 1) // s + 1``.
+
+This module holds the pure-PyTorch reference, which is the oracle for every fast path.
+Trilinear interpolation with per-corner zero padding is separable, so the reference runs
+three 1D linear interpolations (T, then H, then W), each two gathers; autograd gives the
+exact adjoint for the input. For the shift gradient at exactly integer shifts (where the
+derivative is undefined) it uses the central difference ``0.5 * (x[s+1] - x[s-1])`` of
+the released 2D kernel, not the 3D kernel's quirk (ARCHITECTURE.md, "Decisions").
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "rubiks_shift",
+    "rubiks_shift_reference",
+    "RubiksShift3d",
+    "normalize_shift_grad",
+    "output_size",
+]
+
+IMPLEMENTATIONS = ("auto", "reference")
+
+
+def output_size(length: int, stride: int) -> int:
+    """Length of an axis after a strided shift (1x1-conv-like subsampling)."""
+    return (length - 1) // stride + 1
+
+
+def _axis_shape(ndim: int, dim: int, channel_dim: int, length: int, channels: int) -> list[int]:
+    shape = [1] * ndim
+    shape[dim] = length
+    shape[channel_dim] = channels
+    return shape
+
+
+def _gather_axis(x: Tensor, index: Tensor, dim: int, out_shape: Sequence[int]) -> Tensor:
+    """``x`` gathered along ``dim`` at ``index`` (broadcast to ``out_shape``), 0 out of range."""
+    length = x.shape[dim]
+    valid = (index >= 0) & (index < length)
+    gathered = torch.gather(x, dim, index.clamp(0, length - 1).expand(*out_shape))
+    return gathered * valid.to(x.dtype)
+
+
+def _shift_axis(x: Tensor, shift: Tensor, dim: int, stride: int, quantize: bool) -> Tensor:
+    """1D linear-interpolation shift of ``x`` along ``dim`` with a per-channel (dim 2) shift."""
+    length, channels = x.shape[dim], x.shape[2]
+    out_len = output_size(length, stride)
+    shape = _axis_shape(x.ndim, dim, 2, out_len, channels)
+    out_shape = list(x.shape)
+    out_shape[dim] = out_len
+
+    # Index math is (C, L_out); it is laid out as (1, L, C, 1, 1)-style views for gather.
+    base = torch.arange(out_len, device=x.device) * stride
+    if quantize:
+        # Round half up (floor(s + 0.5)), like the released kernel; the gradient of the
+        # shift is the interpolation derivative (straight-through), see below.
+        offset = torch.floor(shift.detach() + 0.5).to(torch.long)
+        index = (base[None, :] + offset[:, None]).transpose(0, 1).reshape(shape)
+        hard = _gather_axis(x, index, dim, out_shape)
+        soft = _shift_axis(x, shift, dim, stride, quantize=False)
+        return hard + (soft - soft.detach())
+
+    floor = torch.floor(shift.detach())
+    frac = shift - floor  # carries d/ds = 1
+    lo = (base[None, :] + floor.to(torch.long)[:, None]).transpose(0, 1).reshape(shape)
+    a = _gather_axis(x, lo, dim, out_shape)
+    b = _gather_axis(x, lo + 1, dim, out_shape)
+    frac_b = frac.to(x.dtype).view(_axis_shape(x.ndim, dim, 2, 1, channels))
+    out = a + frac_b * (b - a)
+
+    at_integer = frac.detach() == 0
+    if shift.requires_grad and bool(at_integer.any()):
+        # d out / d s is undefined at integer shifts; use 0.5 * (x[s+1] - x[s-1]) there.
+        # The added term is zero in value and contributes only to the shift gradient.
+        prev = _gather_axis(x, lo - 1, dim, out_shape)
+        central = 0.5 * (b - prev) - (b - a)
+        mask = at_integer.to(x.dtype).view(_axis_shape(x.ndim, dim, 2, 1, channels))
+        out = out + (frac_b - frac_b.detach()) * (mask * central).detach()
+    return out
+
+
+def rubiks_shift_reference(
+    x: Tensor,
+    shift: Tensor,
+    stride: Sequence[int] | int = 1,
+    quantize: bool = False,
+) -> Tensor:
+    """Pure-PyTorch RubiksShift: ``(N, T, C, H, W)`` and shifts ``(3, C)`` to ``(N, T', C, H', W')``.
+
+    Args:
+        x: input features ``(N, T, C, H, W)``.
+        shift: real-valued shifts ``(3, C)``, rows ``(T, H, W)``; ``out(p) = x(p + s)``.
+        stride: ``(sT, sH, sW)`` or one int for all axes; output size ``(L - 1) // s + 1``.
+        quantize: round shifts to the nearest integer in the forward pass; the shift gradient
+            stays the interpolation derivative (a straight-through estimator).
+    """
+    if x.ndim != 5:
+        raise ValueError(f"rubiks_shift expects x of shape (N, T, C, H, W), got {tuple(x.shape)}")
+    if shift.ndim != 2 or shift.shape[0] != 3 or shift.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"rubiks_shift expects shift of shape (3, C={x.shape[2]}), got {tuple(shift.shape)}"
+        )
+    st, sh, sw = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+    shift = shift.to(x.dtype) if shift.dtype != x.dtype else shift
+    out = _shift_axis(x, shift[0], 1, st, quantize)
+    out = _shift_axis(out, shift[1], 3, sh, quantize)
+    return _shift_axis(out, shift[2], 4, sw, quantize)
+
+
+def rubiks_shift(
+    x: Tensor,
+    shift: Tensor,
+    stride: Sequence[int] | int = 1,
+    quantize: bool = False,
+    impl: str = "auto",
+) -> Tensor:
+    """RubiksShift with the fastest available implementation (``impl="auto"``).
+
+    ``impl="reference"`` forces the pure-PyTorch oracle.
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"rubiks_shift impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    return rubiks_shift_reference(x, shift, stride, quantize)
+
+
+def normalize_shift_grad(grad: Tensor, t_factor: float = 1.0, eps: float = 0.0) -> Tensor:
+    """ActiveShift normalisation: each channel's ``(g_T, g_H, g_W)`` scaled to unit L2 norm.
+
+    ``t_factor`` weights the temporal component before normalising (1.0 in RubiksNet).
+    Channels with a zero gradient stay zero.
+    """
+    g = grad.clone()
+    g[0] = g[0] * t_factor
+    norm = g.norm(dim=0, keepdim=True)
+    return torch.where(norm > eps, g / norm.clamp_min(torch.finfo(g.dtype).tiny), g)
+
+
+class RubiksShift3d(nn.Module):
+    """Learnable RubiksShift layer holding shifts ``(3, C)`` initialised U(-1, 1).
+
+    Input ``(N, T, C, H, W)``. With ``normalize_grad`` (default, as in the paper) the shift
+    gradient is L2-normalised per channel by a tensor hook; the op itself returns the true
+    gradient.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        stride: Sequence[int] | int = 1,
+        normalize_grad: bool = True,
+        normalize_t_factor: float = 1.0,
+        quantize: bool = False,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        self.normalize_grad = normalize_grad
+        self.normalize_t_factor = normalize_t_factor
+        self.quantize = quantize
+        self.impl = impl
+        self.shift = nn.Parameter(torch.empty(3, channels).uniform_(-1.0, 1.0))
+        if normalize_grad:
+            self.shift.register_hook(self._normalize)
+
+    def _normalize(self, grad: Tensor) -> Tensor:
+        return normalize_shift_grad(grad, self.normalize_t_factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rubiks_shift(x, self.shift, self.stride, self.quantize, self.impl)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, stride={self.stride}, normalize_grad={self.normalize_grad}, "
+            f"quantize={self.quantize}, impl={self.impl!r}"
+        )
