@@ -1,0 +1,81 @@
+"""Classification heads shared by the backbones; each returns logits ``(B, num_classes)``.
+
+* :class:`X3DHead` - X3D / VoV3D head (Feichtenhofer, CVPR 2020): 1x1x1 conv + BN + ReLU,
+  global average pool, 1x1x1 "lin_5" to 2048 + ReLU, dropout, FC. Pooling is adaptive, so any
+  ``T x H x W`` works (multigrid shapes, full-resolution multi-crop testing); PySlowFast's
+  fixed ``AvgPool3d`` plus per-position softmax at test time is replaced by logits of the
+  globally pooled features (the training module applies softmax where it aggregates views).
+* :class:`FrameAverageHead` - TSN/TSM consensus: dropout, FC per frame, logits averaged over T.
+* :class:`ClipPoolHead` - global average pool over ``T x H x W``, dropout, FC (3D ResNets).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from actionlab.models.layers import ConvBNAct3d
+
+__all__ = ["X3DHead", "FrameAverageHead", "ClipPoolHead"]
+
+
+class X3DHead(nn.Module):
+    """Input ``(B, dim_in, T, H, W)`` res5 features; parameter names follow PySlowFast
+    (``conv_5``, ``lin_5``, ``projection``) up to the conv-BN grouping.
+
+    Args:
+        dim_in: res5 width (X3D-M: 192).
+        dim_inner: ``conv_5`` width (X3D-M: 432).
+        dim_out: ``lin_5`` width (2048, ``X3D.DIM_C5``).
+        num_classes: classifier outputs.
+        dropout: dropout before the FC (0.5 in the papers).
+        bn_lin5: BN after ``lin_5`` (off in X3D and VoV3D).
+    """
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim_inner: int,
+        num_classes: int,
+        dim_out: int = 2048,
+        dropout: float = 0.5,
+        bn_lin5: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv_5 = ConvBNAct3d(dim_in, dim_inner, 1)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.lin_5 = nn.Conv3d(dim_inner, dim_out, 1, bias=False)
+        self.lin_5_bn = nn.BatchNorm3d(dim_out) if bn_lin5 else None
+        self.lin_5_act = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.projection = nn.Linear(dim_out, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.lin_5(self.pool(self.conv_5(x)))
+        if self.lin_5_bn is not None:
+            x = self.lin_5_bn(x)
+        x = self.lin_5_act(x).flatten(1)
+        return self.projection(self.dropout(x))
+
+
+class FrameAverageHead(nn.Module):
+    """Per-frame features ``(B, T, C)`` -> dropout -> FC ``fc`` -> mean of logits over T."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.dropout(x)).mean(dim=1)
+
+
+class ClipPoolHead(nn.Module):
+    """Clip features ``(B, C, T, H, W)`` -> global average pool -> dropout -> FC ``fc``."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.dropout(x.mean(dim=(2, 3, 4))))
