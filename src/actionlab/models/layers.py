@@ -19,8 +19,10 @@ __all__ = [
     "SqueezeExcite3d",
     "ConvBNAct3d",
     "DropPath",
+    "ResBlock3d",
     "mark_final_bn",
     "init_msra",
+    "norm_parameter_names",
 ]
 
 Activation = Callable[[], nn.Module]
@@ -149,6 +151,40 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+class ResBlock3d(nn.Module):
+    """``act(shortcut(x) + drop_path(branch2(x)))`` on ``(B, C, T, H, W)`` (PySlowFast
+    ``ResBlock``). The shortcut is the identity, or a strided 1x1x1 conv + BN (``branch1``)
+    when the width or the spatial stride changes.
+
+    Args:
+        branch2: the residual branch (the paper's transform), mapping ``dim_in`` to ``dim_out``
+            channels with spatial stride ``stride``.
+    """
+
+    def __init__(
+        self,
+        branch2: nn.Module,
+        dim_in: int,
+        dim_out: int,
+        stride: int = 1,
+        drop_path: float = 0.0,
+        act: Activation = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.branch1 = (
+            ConvBNAct3d(dim_in, dim_out, 1, stride=(1, stride, stride), act=None)
+            if dim_in != dim_out or stride != 1
+            else None
+        )
+        self.branch2 = branch2
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.act = act()
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.branch1 is None else self.branch1(x)
+        return self.act(shortcut + self.drop_path(self.branch2(x)))
+
+
 def mark_final_bn(bn: nn.Module) -> nn.Module:
     """Flag ``bn`` as the last BN of a residual branch (its scale starts at 0 in ``init_msra``)."""
     setattr(bn, FINAL_BN_ATTR, True)
@@ -178,3 +214,14 @@ def init_msra(model: nn.Module, fc_std: float = 0.01, zero_init_final_bn: bool =
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+
+
+def norm_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of every normalisation layer (the papers' "no decay on BN")."""
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    return {
+        f"{mod_name}.{p_name}" if mod_name else p_name
+        for mod_name, m in model.named_modules()
+        if isinstance(m, norms)
+        for p_name, _ in m.named_parameters(recurse=False)
+    }
