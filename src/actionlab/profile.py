@@ -1,0 +1,295 @@
+"""Model profiler: parameters, multiply-accumulates (MACs) and CPU latency.
+
+Convention (ARCHITECTURE.md "Decisions"): one multiply-add = one MAC, forward pass only, per
+view (one clip), with the input ``T x H x W`` stated - the unit TSM, X3D/VoV3D (fvcore),
+RubiksNet and TokShift call "FLOPs". Counting runs ``torch.utils.flop_counter.FlopCounterMode``
+(which reports FLOPs = 2 x MACs for convolutions and matrix products and 0 for elementwise ops,
+pooling and norms) and divides by 2.
+
+Custom operators get registered formulas (:func:`register_op_macs`, :func:`register_module_macs`):
+
+* ``actionlab::rubiks_shift`` (RubiksShift, trilinear interpolation): 7 MACs per output
+  element (seven linear interpolations ``a + f * (b - a)`` per trilinear sample). The pure
+  PyTorch reference path has no single op, so :class:`~actionlab.ops.rubiks_shift.RubiksShift3d`
+  modules are counted by the same formula unless the compiled op was seen inside them, so both
+  implementations give the same count.
+* ``actionlab::temporal_shift`` (TSM): 0 MACs, a pure data copy.
+
+Command line (Hydra; composes ``conf/`` like training does)::
+
+    python -m actionlab.profile model=x3d_m data=kinetics400 [profile.frames=16 profile.crop=224]
+
+prints parameters, GMACs at the stated ``T x H x W`` and CPU latency, and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    "count_params",
+    "count_macs",
+    "mac_breakdown",
+    "measure_latency",
+    "profile_model",
+    "register_op_macs",
+    "register_module_macs",
+    "ProfileResult",
+    "rubiks_shift_macs",
+    "main",
+]
+
+# MAC formula of a custom op: (inputs, output) -> MACs. Keyed by "namespace::name".
+OpFormula = Callable[..., int]
+# MAC formula of a module: (module, inputs tuple, output) -> MACs.
+ModuleFormula = Callable[[nn.Module, tuple, Any], int]
+
+_OP_FORMULAS: dict[str, OpFormula] = {}
+_MODULE_FORMULAS: dict[type, ModuleFormula] = {}
+
+
+def register_op_macs(qualname: str, formula: OpFormula) -> None:
+    """Register ``formula(*args, out=..., **kwargs) -> MACs`` for the ``torch.library`` op
+    ``qualname`` (``"namespace::name"``). It is applied when the op exists at counting time,
+    so an op registered later (a lazily built extension) is still counted."""
+    _OP_FORMULAS[qualname] = formula
+
+
+def register_module_macs(module_type: type, formula: ModuleFormula) -> None:
+    """Register ``formula(module, inputs, output) -> MACs`` for modules whose work has no
+    counted aten op (e.g. a pure-PyTorch reference of a custom op). Skipped for a call in
+    which a registered custom op already ran, so nothing is counted twice."""
+    _MODULE_FORMULAS[module_type] = formula
+
+
+def rubiks_shift_macs(output_numel: int) -> int:
+    """7 MACs per output element: trilinear interpolation = 7 linear interpolations."""
+    return 7 * int(output_numel)
+
+
+def _rubiks_op_formula(*args, out=None, **kwargs) -> int:
+    return rubiks_shift_macs(out.numel() if isinstance(out, Tensor) else out[0].numel())
+
+
+def _zero_formula(*args, **kwargs) -> int:
+    return 0
+
+
+def _rubiks_module_formula(module: nn.Module, inputs: tuple, output: Any) -> int:
+    return rubiks_shift_macs(output.numel())
+
+
+def _register_defaults() -> None:
+    register_op_macs("actionlab::rubiks_shift", _rubiks_op_formula)
+    register_op_macs("actionlab::temporal_shift", _zero_formula)
+    try:
+        from actionlab.ops.rubiks_shift import RubiksShift3d
+    except ImportError:  # pragma: no cover - the op module is part of the package
+        return
+    register_module_macs(RubiksShift3d, _rubiks_module_formula)
+
+
+_register_defaults()
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all of them, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _resolve_op(qualname: str):
+    namespace, name = qualname.split("::")
+    try:
+        return getattr(getattr(torch.ops, namespace), name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+@dataclass
+class _CustomCounter:
+    macs: int = 0
+    calls: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
+
+
+def _custom_mapping(counter: _CustomCounter) -> dict:
+    """FlopCounterMode formulas (which return FLOPs = 2 x MACs) for the registered ops."""
+    mapping = {}
+    for qualname, formula in _OP_FORMULAS.items():
+        op = _resolve_op(qualname)
+        if op is None:
+            continue
+
+        def flop_fn(*args, _f=formula, _q=qualname, out_val=None, **kwargs) -> int:
+            macs = int(_f(*args, out=out_val, **kwargs))
+            counter.macs += macs
+            counter.calls += 1
+            counter.by_name[_q] = counter.by_name.get(_q, 0) + macs
+            return 2 * macs
+
+        flop_fn._get_raw = True  # type: ignore[attr-defined]  # called with tensors, not shapes
+        mapping[op] = flop_fn
+    return mapping
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no autograd recording, parameters temporarily without ``requires_grad``
+    (the forward then takes no gradient-only branches, and meta-device models work)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def mac_breakdown(model: nn.Module, x: Tensor) -> dict[str, int]:
+    """MACs of one forward of ``model`` on ``x`` split by operator name (``aten.convolution``,
+    ``aten.addmm``, ``actionlab::rubiks_shift`` ...), plus ``"total"``. Divide by the batch
+    size of ``x`` for a per-view figure."""
+    counter = _CustomCounter()
+    module_macs: dict[str, int] = {}
+    hooks = []
+    for m in model.modules():
+        formula = next((f for t, f in _MODULE_FORMULAS.items() if isinstance(m, t)), None)
+        if formula is None:
+            continue
+
+        def pre(mod, inputs):
+            mod._profile_calls = counter.calls
+
+        def post(mod, inputs, output, _f=formula):
+            if counter.calls == getattr(mod, "_profile_calls", counter.calls):
+                key = type(mod).__name__
+                module_macs[key] = module_macs.get(key, 0) + int(_f(mod, inputs, output))
+
+        hooks.append(m.register_forward_pre_hook(pre))
+        hooks.append(m.register_forward_hook(post))
+    mode = FlopCounterMode(display=False, custom_mapping=_custom_mapping(counter))
+    try:
+        with _frozen(model), mode:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in model.modules():
+            if hasattr(m, "_profile_calls"):
+                del m._profile_calls
+    counts: dict[str, int] = {}
+    for op, flops in mode.get_flop_counts().get("Global", {}).items():
+        name = str(op)
+        if any(name.startswith(q.replace("::", ".")) for q in _OP_FORMULAS):
+            continue
+        counts[name] = counts.get(name, 0) + int(flops) // 2
+    counts.update(counter.by_name)
+    for key, macs in module_macs.items():
+        counts[key] = counts.get(key, 0) + macs
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def count_macs(model: nn.Module, x: Tensor) -> int:
+    """MACs (one multiply-add = one) of one forward of ``model`` on ``x``, per view.
+
+    ``x`` is one clip batch ``(B, C, T, H, W)``; the result is divided by ``B``, so pass
+    ``B = 1`` (the model may live on the ``meta`` device for large shapes).
+    """
+    total = mac_breakdown(model, x)["total"]
+    return total // max(1, x.shape[0])
+
+
+def measure_latency(
+    model: nn.Module, x: Tensor, warmup: int = 2, repeats: int = 5
+) -> dict[str, float]:
+    """Median and minimum forward latency (seconds) of ``model(x)`` in eval mode, no grad."""
+    times = []
+    with _frozen(model):
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    times.sort()
+    return {"median_s": times[len(times) // 2], "min_s": times[0]}
+
+
+@dataclass
+class ProfileResult:
+    model: str
+    num_classes: int
+    input_thw: tuple[int, int, int]
+    params: int
+    macs: int
+    gmacs: float
+    breakdown: dict[str, int]
+    latency_s: float | None = None
+    batch_size: int = 1
+    device: str = "cpu"
+    threads: int = 0
+
+    def line(self) -> str:
+        t, h, w = self.input_thw
+        lat = f", CPU latency {self.latency_s * 1e3:.1f} ms (batch {self.batch_size})" if self.latency_s else ""
+        return (
+            f"{self.model}: {self.params / 1e6:.3f} M params ({self.num_classes} classes), "
+            f"{self.gmacs:.2f} GMACs per view at {t}x{h}x{w}{lat}"
+        )
+
+
+def profile_model(
+    model: nn.Module,
+    name: str,
+    num_classes: int,
+    frames: int,
+    crop: int,
+    latency: bool = True,
+    batch_size: int = 1,
+) -> ProfileResult:
+    """Parameters, per-view MACs at ``frames x crop x crop`` and (optionally) CPU latency."""
+    x = torch.randn(1, 3, frames, crop, crop)
+    breakdown = mac_breakdown(model, x)
+    macs = breakdown["total"]
+    lat = None
+    if latency:
+        lat = measure_latency(model, torch.randn(batch_size, 3, frames, crop, crop))["median_s"]
+    return ProfileResult(
+        model=name,
+        num_classes=num_classes,
+        input_thw=(frames, crop, crop),
+        params=count_params(model),
+        macs=macs,
+        gmacs=macs / 1e9,
+        breakdown=breakdown,
+        latency_s=lat,
+        batch_size=batch_size,
+        threads=torch.get_num_threads(),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m actionlab.profile model=<name> data=<name> [profile.*=...]``."""
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
