@@ -30,6 +30,7 @@ from actionlab.ops.token_shift import token_shift
 
 __all__ = [
     "SIZES",
+    "ViTSize",
     "VideoViT",
     "resize_pos_embed",
     "vit_base",
@@ -190,7 +191,7 @@ class VideoViT(nn.Module):
     """ViT or TokShift on clips: ``(B, 3, T, H, W)`` to logits ``(B, num_classes)``.
 
     Args:
-        size: ``base`` (ViT-B/16) or ``large`` (ViT-L/16).
+        size: ``base`` (ViT-B/16) or ``large`` (ViT-L/16), or a :class:`ViTSize` (tests).
         num_classes: classifier outputs.
         num_frames: clip length used in training (kept for configs and checkpoints; the shift
             uses the ``T`` of each input).
@@ -202,7 +203,7 @@ class VideoViT(nn.Module):
 
     def __init__(
         self,
-        size: str = "base",
+        size: str | ViTSize = "base",
         num_classes: int = 400,
         num_frames: int = 8,
         img_size: int = 224,
@@ -210,10 +211,11 @@ class VideoViT(nn.Module):
         fold_div: int = 4,
     ) -> None:
         super().__init__()
-        if size not in SIZES:
+        if isinstance(size, str) and size not in SIZES:
             raise ValueError(f"ViT size must be one of {sorted(SIZES)}, got {size!r}")
-        cfg = SIZES[size]
-        self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
+        cfg = SIZES[size] if isinstance(size, str) else size
+        self.size, self.dims = size, cfg
+        self.num_classes, self.num_frames = num_classes, num_frames
         self.img_size, self.shift, self.fold_div = img_size, shift, fold_div
         self.transformer = Transformer(cfg, img_size, fold_div if shift else None)
         self.head = nn.Linear(cfg.hidden, num_classes)
