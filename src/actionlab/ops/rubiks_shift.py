@@ -9,7 +9,11 @@ Recognition", ECCV 2020. Semantics follow the released CUDA kernel (see
   trilinear interpolation, every one of the 8 corners zero-padded on its own;
 * stride ``(sT, sH, sW)`` subsamples like a 1x1 convolution: output size ``(L - 1) // s + 1``.
 
-This module holds the pure-PyTorch reference, which is the oracle for every fast path.
+This module holds the pure-PyTorch reference, which is the oracle for every fast path, and
+the entry point of the compiled operator ``actionlab::rubiks_shift`` (schema and CPU kernels in
+``cuda/rubiks_shift.cpp``, CUDA kernels in ``cuda/rubiks_shift_cuda.cu``, built by
+``actionlab.ops._extension``); its fake kernels and autograd are registered here with
+``torch.library`` so it works under ``torch.compile(fullgraph=True)``.
 Trilinear interpolation with per-corner zero padding is separable, so the reference runs
 three 1D linear interpolations (T, then H, then W), each two gathers; autograd gives the
 exact adjoint for the input. For the shift gradient at exactly integer shifts (where the
@@ -24,15 +28,19 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from actionlab.ops import _extension
+
 __all__ = [
     "rubiks_shift",
     "rubiks_shift_reference",
+    "rubiks_shift_kernel",
+    "kernel_available",
     "RubiksShift3d",
     "normalize_shift_grad",
     "output_size",
 ]
 
-IMPLEMENTATIONS = ("auto", "reference")
+IMPLEMENTATIONS = ("auto", "kernel", "reference")
 
 
 def output_size(length: int, stride: int) -> int:
@@ -55,6 +63,12 @@ def _gather_axis(x: Tensor, index: Tensor, dim: int, out_shape: Sequence[int]) -
     return gathered * valid.to(x.dtype)
 
 
+def _axis_index(base: Tensor, offset: Tensor, dim: int, shape: Sequence[int]) -> Tensor:
+    """Indices ``base[l] + offset[c]`` laid out as ``shape`` (length at ``dim``, channels at 2)."""
+    index = base[None, :] + offset[:, None]  # (C, L)
+    return (index.transpose(0, 1) if dim < 2 else index).reshape(shape)
+
+
 def _shift_axis(x: Tensor, shift: Tensor, dim: int, stride: int, quantize: bool) -> Tensor:
     """1D linear-interpolation shift of ``x`` along ``dim`` with a per-channel (dim 2) shift."""
     length, channels = x.shape[dim], x.shape[2]
@@ -69,14 +83,15 @@ def _shift_axis(x: Tensor, shift: Tensor, dim: int, stride: int, quantize: bool)
         # Round half up (floor(s + 0.5)), like the released kernel; the gradient of the
         # shift is the interpolation derivative (straight-through), see below.
         offset = torch.floor(shift.detach() + 0.5).to(torch.long)
-        index = (base[None, :] + offset[:, None]).transpose(0, 1).reshape(shape)
-        hard = _gather_axis(x, index, dim, out_shape)
-        soft = _shift_axis(x, shift, dim, stride, quantize=False)
+        hard = _gather_axis(x, _axis_index(base, offset, dim, shape), dim, out_shape)
+        # The soft path only carries the shift gradient: the input gradient is the adjoint of
+        # the rounded shift alone, as in the kernels.
+        soft = _shift_axis(x.detach(), shift, dim, stride, quantize=False)
         return hard + (soft - soft.detach())
 
     floor = torch.floor(shift.detach())
     frac = shift - floor  # carries d/ds = 1
-    lo = (base[None, :] + floor.to(torch.long)[:, None]).transpose(0, 1).reshape(shape)
+    lo = _axis_index(base, floor.to(torch.long), dim, shape)
     a = _gather_axis(x, lo, dim, out_shape)
     b = _gather_axis(x, lo + 1, dim, out_shape)
     frac_b = frac.to(x.dtype).view(_axis_shape(x.ndim, dim, 2, 1, channels))
@@ -121,6 +136,90 @@ def rubiks_shift_reference(
     return _shift_axis(out, shift[2], 4, sw, quantize)
 
 
+def _stride3(stride: Sequence[int] | int) -> list[int]:
+    st = [stride] * 3 if isinstance(stride, int) else [int(v) for v in stride]
+    if len(st) != 3 or min(st) < 1:
+        raise ValueError(f"rubiks_shift stride must be an int or 3 ints >= 1, got {stride!r}")
+    return st
+
+
+# --- compiled operator: actionlab::rubiks_shift (schema and kernels in cuda/) --------------------
+
+_registered = False
+
+
+def _out_shape(x: Tensor, stride: Sequence[int]) -> list:
+    n, t, c, h, w = x.shape
+    return [n, (t - 1) // stride[0] + 1, c, (h - 1) // stride[1] + 1, (w - 1) // stride[2] + 1]
+
+
+def _register_python_parts() -> None:
+    """Fake (meta) kernels and autograd of the C++-defined ops, once the library is loaded."""
+    global _registered
+    if _registered:
+        return
+    ops = torch.ops.actionlab
+
+    @torch.library.register_fake("actionlab::rubiks_shift")
+    def _(x: Tensor, shift: Tensor, stride: list[int], quantize: bool) -> Tensor:
+        torch._check(x.dim() == 5 and shift.dim() == 2 and shift.shape[1] == x.shape[2])
+        return x.new_empty(_out_shape(x, stride))
+
+    @torch.library.register_fake("actionlab::rubiks_shift_grad_input")
+    def _(grad: Tensor, shift: Tensor, input_size: list, stride: list[int], quantize: bool):
+        return grad.new_empty(input_size)
+
+    @torch.library.register_fake("actionlab::rubiks_shift_grad_shift")
+    def _(grad: Tensor, x: Tensor, shift: Tensor, stride: list[int], quantize: bool) -> Tensor:
+        return torch.empty_like(shift)
+
+    def setup_context(ctx, inputs, output) -> None:
+        x, shift, stride, quantize = inputs
+        ctx.save_for_backward(x, shift)
+        ctx.stride, ctx.quantize = stride, quantize
+
+    def backward(ctx, grad: Tensor):
+        x, shift = ctx.saved_tensors
+        grad_x = grad_shift = None
+        if ctx.needs_input_grad[0]:
+            grad_x = ops.rubiks_shift_grad_input(grad, shift, x.shape, ctx.stride, ctx.quantize)
+        if ctx.needs_input_grad[1]:
+            grad_shift = ops.rubiks_shift_grad_shift(grad, x, shift, ctx.stride, ctx.quantize)
+        return grad_x, grad_shift, None, None
+
+    torch.library.register_autograd(
+        "actionlab::rubiks_shift", backward, setup_context=setup_context
+    )
+    _registered = True
+
+
+def kernel_available(build: bool = True) -> bool:
+    """True if the compiled op is loaded (building it on first use when ``build``)."""
+    if not _extension.is_loaded():
+        if not build or torch.compiler.is_compiling() or _extension.load() is None:
+            return False
+    _register_python_parts()
+    return True
+
+
+def rubiks_shift_kernel(
+    x: Tensor, shift: Tensor, stride: Sequence[int] | int = 1, quantize: bool = False
+) -> Tensor:
+    """The compiled op ``torch.ops.actionlab.rubiks_shift`` (CPU or CUDA kernel by device).
+
+    The gradient it returns is the true gradient (see ``RubiksShift3d`` for normalisation).
+    Under autocast it runs in the dtype of ``x`` (fp16/bf16 features with fp32 shifts work
+    directly, accumulating in fp32).
+    """
+    if not kernel_available():
+        raise RuntimeError(
+            "rubiks_shift impl='kernel' needs the compiled operator, which is unavailable: "
+            f"{_extension.unavailable_reason()}. Use impl='auto' to fall back to the reference, "
+            "or run `python -m actionlab.ops.build` to see the build log."
+        )
+    return torch.ops.actionlab.rubiks_shift(x, shift, _stride3(stride), quantize)
+
+
 def rubiks_shift(
     x: Tensor,
     shift: Tensor,
@@ -128,12 +227,20 @@ def rubiks_shift(
     quantize: bool = False,
     impl: str = "auto",
 ) -> Tensor:
-    """RubiksShift with the fastest available implementation (``impl="auto"``).
+    """RubiksShift with the fastest available implementation.
 
-    ``impl="reference"`` forces the pure-PyTorch oracle.
+    ``impl="auto"`` uses the compiled kernel (built with ninja on first use) and falls back to
+    the pure-PyTorch reference with one warning when it cannot be built; ``"kernel"`` requires
+    the compiled op; ``"reference"`` forces the pure-PyTorch oracle.
     """
-    if impl not in IMPLEMENTATIONS:
+    if impl == "reference":
+        return rubiks_shift_reference(x, shift, stride, quantize)
+    if impl == "kernel":
+        return rubiks_shift_kernel(x, shift, stride, quantize)
+    if impl != "auto":
         raise ValueError(f"rubiks_shift impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if _registered or (not torch.compiler.is_compiling() and kernel_available()):
+        return torch.ops.actionlab.rubiks_shift(x, shift, _stride3(stride), quantize)
     return rubiks_shift_reference(x, shift, stride, quantize)
 
 

@@ -1,0 +1,335 @@
+// RubiksShift operator: schema (TORCH_LIBRARY) and CPU kernels.
+//
+// Ops (namespace `actionlab`):
+//   rubiks_shift(x, shift, stride, quantize)                        -> out
+//   rubiks_shift_grad_input(grad_out, shift, input_size, stride, q) -> grad_x (exact adjoint)
+//   rubiks_shift_grad_shift(grad_out, x, shift, stride, q)          -> grad_shift (3, C), true gradient
+// Autograd, the fake (meta) kernels and the Python entry point live in
+// src/actionlab/ops/rubiks_shift.py; the CUDA kernels in rubiks_shift_cuda.cu.
+//
+// CPU: parallel over N*T*C planes with ATen's OpenMP pool (at::parallel_for, so
+// torch.set_num_threads applies), inner loops over W are branch-free and vectorisable:
+// each tap is an axpy (forward, input gradient) or a dot product (shift gradient) over the valid
+// range of output columns. Half and bfloat16 accumulate in float, double in double.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "rubiks_shift.h"
+
+namespace actionlab {
+namespace rubiks {
+namespace {
+
+struct Geometry {
+  int64_t N, T, C, H, W;    // input
+  int64_t To, Ho, Wo;       // output
+  int64_t sT, sH, sW;       // strides
+};
+
+Geometry make_geometry(at::IntArrayRef size, at::IntArrayRef stride) {
+  TORCH_CHECK(size.size() == 5, "rubiks_shift: x must be (N, T, C, H, W), got ", size);
+  TORCH_CHECK(stride.size() == 3, "rubiks_shift: stride must have 3 entries (T, H, W), got ",
+              stride);
+  for (auto s : stride) TORCH_CHECK(s >= 1, "rubiks_shift: strides must be >= 1, got ", stride);
+  Geometry g{size[0], size[1], size[2], size[3], size[4], 0, 0, 0, stride[0], stride[1], stride[2]};
+  TORCH_CHECK(g.T > 0 && g.H > 0 && g.W > 0 || g.N * g.C == 0,
+              "rubiks_shift: T, H and W must be positive, got ", size);
+  g.To = g.T > 0 ? out_size(g.T, g.sT) : 0;
+  g.Ho = g.H > 0 ? out_size(g.H, g.sH) : 0;
+  g.Wo = g.W > 0 ? out_size(g.W, g.sW) : 0;
+  return g;
+}
+
+void check_shift(const at::Tensor& shift, int64_t C, const at::Tensor& like) {
+  TORCH_CHECK(shift.dim() == 2 && shift.size(0) == 3 && shift.size(1) == C,
+              "rubiks_shift: shift must be (3, C=", C, "), got ", shift.sizes());
+  TORCH_CHECK(at::isFloatingType(shift.scalar_type()) && at::isFloatingType(like.scalar_type()),
+              "rubiks_shift: x and shift must be floating point, got ", like.scalar_type(),
+              " and ", shift.scalar_type());
+  TORCH_CHECK(shift.device() == like.device(), "rubiks_shift: shift is on ", shift.device(),
+              " but the features are on ", like.device(), "; move both to the same device");
+}
+
+template <typename acc_t>
+std::vector<AxisTaps<acc_t>> channel_taps(const at::Tensor& shift, bool quantize) {
+  const at::Tensor s =
+      shift.detach().to(at::kCPU, c10::CppTypeToScalarType<acc_t>::value).contiguous();
+  const acc_t* p = s.template data_ptr<acc_t>();
+  const int64_t C = s.size(1);
+  std::vector<AxisTaps<acc_t>> taps(3 * C);
+  for (int64_t a = 0; a < 3; ++a)
+    for (int64_t c = 0; c < C; ++c) taps[a * C + c] = make_taps<acc_t>(p[a * C + c], quantize);
+  return taps;
+}
+
+int64_t grain_for(int64_t plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)); }
+
+// acc[o] += a * src[o * stride + offset] over the valid range of o.
+template <typename scalar_t, typename acc_t>
+inline void axpy_gather(acc_t* acc, const scalar_t* src, int64_t n_out, int64_t n_in,
+                        int64_t stride, int64_t offset, acc_t a) {
+  int64_t lo, hi;
+  valid_range(n_out, n_in, stride, offset, &lo, &hi);
+  const scalar_t* s = src + offset;
+  if (stride == 1) {
+#pragma omp simd
+    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(s[o]);
+  } else {
+    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(s[o * stride]);
+  }
+}
+
+// dst[o * stride + offset] += a * src[o] over the valid range of o (the adjoint of the above).
+template <typename acc_t>
+inline void axpy_scatter(acc_t* dst, const acc_t* src, int64_t n_out, int64_t n_in,
+                         int64_t stride, int64_t offset, acc_t a) {
+  int64_t lo, hi;
+  valid_range(n_out, n_in, stride, offset, &lo, &hi);
+  acc_t* d = dst + offset;
+  if (stride == 1) {
+#pragma omp simd
+    for (int64_t o = lo; o < hi; ++o) d[o] += a * src[o];
+  } else {
+    for (int64_t o = lo; o < hi; ++o) d[o * stride] += a * src[o];
+  }
+}
+
+// sum_o g[o] * src[o * stride + offset] over the valid range of o.
+template <typename scalar_t, typename acc_t>
+inline acc_t dot_gather(const acc_t* g, const scalar_t* src, int64_t n_out, int64_t n_in,
+                        int64_t stride, int64_t offset) {
+  int64_t lo, hi;
+  valid_range(n_out, n_in, stride, offset, &lo, &hi);
+  const scalar_t* s = src + offset;
+  acc_t sum = 0;
+  if (stride == 1) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t o = lo; o < hi; ++o) sum += g[o] * static_cast<acc_t>(s[o]);
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t o = lo; o < hi; ++o) sum += g[o] * static_cast<acc_t>(s[o * stride]);
+  }
+  return sum;
+}
+
+inline bool in_range(int64_t i, int64_t n) { return i >= 0 && i < n; }
+
+template <typename scalar_t>
+void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& out,
+                      const Geometry& g, bool quantize) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto taps = channel_taps<acc_t>(shift, quantize);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+  at::parallel_for(0, g.N * g.To * C, grain_for(out_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(g.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
+      const auto& tt = taps[c];
+      const auto& th = taps[C + c];
+      const auto& tw = taps[2 * C + c];
+      scalar_t* dst = op + task * out_plane;
+      for (int64_t ho = 0; ho < g.Ho; ++ho) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int i = 0; i < 3; ++i) {
+          const int64_t ti = to * g.sT + tt.base + i;
+          if (tt.v[i] == acc_t(0) || !in_range(ti, g.T)) continue;
+          const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
+          for (int j = 0; j < 3; ++j) {
+            const int64_t hi = ho * g.sH + th.base + j;
+            if (th.v[j] == acc_t(0) || !in_range(hi, g.H)) continue;
+            const acc_t wth = tt.v[i] * th.v[j];
+            for (int k = 0; k < 3; ++k) {
+              if (tw.v[k] == acc_t(0)) continue;
+              axpy_gather(acc.data(), plane + hi * g.W, g.Wo, g.W, g.sW, tw.base + k,
+                          wth * tw.v[k]);
+            }
+          }
+        }
+        scalar_t* row = dst + ho * g.Wo;
+        for (int64_t o = 0; o < g.Wo; ++o) row[o] = static_cast<scalar_t>(acc[o]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void grad_input_cpu_impl(const at::Tensor& grad, const at::Tensor& shift, at::Tensor& gx,
+                         const Geometry& g, bool quantize) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto taps = channel_taps<acc_t>(shift, quantize);
+  const scalar_t* gp = grad.data_ptr<scalar_t>();
+  scalar_t* xp = gx.data_ptr<scalar_t>();
+  const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+  at::parallel_for(0, g.N * g.T * C, grain_for(in_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(in_plane);
+    std::vector<acc_t> grow(g.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = task % C, nt = task / C, ti = nt % g.T, n = nt / g.T;
+      const auto& tt = taps[c];
+      const auto& th = taps[C + c];
+      const auto& tw = taps[2 * C + c];
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int i = 0; i < 3; ++i) {
+        // Output frames `to` with to * sT + base + i == ti read this input frame.
+        const int64_t num = ti - tt.base - i;
+        if (tt.v[i] == acc_t(0) || num < 0 || num % g.sT != 0 || num / g.sT >= g.To) continue;
+        const scalar_t* gplane = gp + ((n * g.To + num / g.sT) * C + c) * out_plane;
+        for (int64_t ho = 0; ho < g.Ho; ++ho) {
+          const scalar_t* src = gplane + ho * g.Wo;
+          for (int64_t o = 0; o < g.Wo; ++o) grow[o] = static_cast<acc_t>(src[o]);
+          for (int j = 0; j < 3; ++j) {
+            const int64_t hi = ho * g.sH + th.base + j;
+            if (th.v[j] == acc_t(0) || !in_range(hi, g.H)) continue;
+            const acc_t wth = tt.v[i] * th.v[j];
+            for (int k = 0; k < 3; ++k) {
+              if (tw.v[k] == acc_t(0)) continue;
+              axpy_scatter(acc.data() + hi * g.W, grow.data(), g.Wo, g.W, g.sW, tw.base + k,
+                           wth * tw.v[k]);
+            }
+          }
+        }
+      }
+      scalar_t* dst = xp + task * in_plane;
+      for (int64_t p = 0; p < in_plane; ++p) dst[p] = static_cast<scalar_t>(acc[p]);
+    }
+  });
+}
+
+template <typename scalar_t>
+at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
+                               const at::Tensor& shift, const Geometry& g, bool quantize) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto taps = channel_taps<acc_t>(shift, quantize);
+  const scalar_t* gp = grad.data_ptr<scalar_t>();
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+  const int64_t tasks = g.N * g.To * C;
+  // One partial (g_T, g_H, g_W) per output plane, summed in a fixed order afterwards:
+  // deterministic whatever the thread count.
+  std::vector<acc_t> partial(3 * tasks, acc_t(0));
+  at::parallel_for(0, tasks, grain_for(out_plane), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> grow(g.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
+      const auto& tt = taps[c];
+      const auto& th = taps[C + c];
+      const auto& tw = taps[2 * C + c];
+      const scalar_t* gplane = gp + task * out_plane;
+      acc_t gt = 0, gh = 0, gw = 0;
+      for (int64_t ho = 0; ho < g.Ho; ++ho) {
+        const scalar_t* src = gplane + ho * g.Wo;
+        for (int64_t o = 0; o < g.Wo; ++o) grow[o] = static_cast<acc_t>(src[o]);
+        for (int i = 0; i < 3; ++i) {
+          const int64_t ti = to * g.sT + tt.base + i;
+          if ((tt.v[i] == acc_t(0) && tt.d[i] == acc_t(0)) || !in_range(ti, g.T)) continue;
+          const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
+          for (int j = 0; j < 3; ++j) {
+            const int64_t hi = ho * g.sH + th.base + j;
+            if (!in_range(hi, g.H)) continue;
+            const acc_t c_t = tt.d[i] * th.v[j];  // weight of this row in d out / d s_T
+            const acc_t c_h = tt.v[i] * th.d[j];  // ... in d out / d s_H
+            const acc_t c_w = tt.v[i] * th.v[j];  // ... in d out / d s_W
+            if (c_t == acc_t(0) && c_h == acc_t(0) && c_w == acc_t(0)) continue;
+            acc_t val_v = 0, val_d = 0;
+            for (int k = 0; k < 3; ++k) {
+              if (tw.v[k] == acc_t(0) && tw.d[k] == acc_t(0)) continue;
+              const acc_t dot =
+                  dot_gather(grow.data(), plane + hi * g.W, g.Wo, g.W, g.sW, tw.base + k);
+              val_v += tw.v[k] * dot;
+              val_d += tw.d[k] * dot;
+            }
+            gt += c_t * val_v;
+            gh += c_h * val_v;
+            gw += c_w * val_d;
+          }
+        }
+      }
+      partial[3 * task + 0] = gt;
+      partial[3 * task + 1] = gh;
+      partial[3 * task + 2] = gw;
+    }
+  });
+  auto result = at::zeros({3, C}, x.options().dtype(at::kDouble));
+  double* rp = result.data_ptr<double>();
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t c = task % C;
+    for (int a = 0; a < 3; ++a) rp[a * C + c] += static_cast<double>(partial[3 * task + a]);
+  }
+  return result.to(shift.scalar_type());
+}
+
+at::Tensor rubiks_shift_cpu(const at::Tensor& x_, const at::Tensor& shift, at::IntArrayRef stride,
+                            bool quantize) {
+  const Geometry g = make_geometry(x_.sizes(), stride);
+  check_shift(shift, g.C, x_);
+  auto x = x_.contiguous();
+  auto out = at::empty({g.N, g.To, g.C, g.Ho, g.Wo}, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_cpu",
+                                  [&] { forward_cpu_impl<scalar_t>(x, shift, out, g, quantize); });
+  return out;
+}
+
+at::Tensor rubiks_shift_grad_input_cpu(const at::Tensor& grad_, const at::Tensor& shift,
+                                       at::IntArrayRef input_size, at::IntArrayRef stride,
+                                       bool quantize) {
+  const Geometry g = make_geometry(input_size, stride);
+  check_shift(shift, g.C, grad_);
+  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
+              "rubiks_shift_grad_input: grad_out has shape ", grad_.sizes(),
+              " but the output of an input of ", input_size, " is ",
+              at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}));
+  auto grad = grad_.contiguous();
+  auto gx = at::empty(input_size, grad.options());
+  if (gx.numel() == 0) return gx;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad.scalar_type(), "rubiks_shift_grad_input_cpu",
+      [&] { grad_input_cpu_impl<scalar_t>(grad, shift, gx, g, quantize); });
+  return gx;
+}
+
+at::Tensor rubiks_shift_grad_shift_cpu(const at::Tensor& grad_, const at::Tensor& x_,
+                                       const at::Tensor& shift, at::IntArrayRef stride,
+                                       bool quantize) {
+  const Geometry g = make_geometry(x_.sizes(), stride);
+  check_shift(shift, g.C, x_);
+  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
+              "rubiks_shift_grad_shift: grad_out has shape ", grad_.sizes(), ", expected ",
+              at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}));
+  TORCH_CHECK(grad_.scalar_type() == x_.scalar_type(), "rubiks_shift_grad_shift: grad_out is ",
+              grad_.scalar_type(), " but x is ", x_.scalar_type());
+  auto grad = grad_.contiguous();
+  auto x = x_.contiguous();
+  if (grad.numel() == 0) return at::zeros_like(shift);
+  at::Tensor result;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_grad_shift_cpu",
+      [&] { result = grad_shift_cpu_impl<scalar_t>(grad, x, shift, g, quantize); });
+  return result;
+}
+
+}  // namespace
+}  // namespace rubiks
+}  // namespace actionlab
+
+TORCH_LIBRARY(actionlab, m) {
+  m.def("rubiks_shift(Tensor x, Tensor shift, int[3] stride, bool quantize) -> Tensor");
+  m.def(
+      "rubiks_shift_grad_input(Tensor grad_out, Tensor shift, SymInt[] input_size, int[3] stride, "
+      "bool quantize) -> Tensor");
+  m.def(
+      "rubiks_shift_grad_shift(Tensor grad_out, Tensor x, Tensor shift, int[3] stride, "
+      "bool quantize) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(actionlab, CPU, m) {
+  m.impl("rubiks_shift", &actionlab::rubiks::rubiks_shift_cpu);
+  m.impl("rubiks_shift_grad_input", &actionlab::rubiks::rubiks_shift_grad_input_cpu);
+  m.impl("rubiks_shift_grad_shift", &actionlab::rubiks::rubiks_shift_grad_shift_cpu);
+}

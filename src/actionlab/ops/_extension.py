@@ -1,0 +1,197 @@
+"""Loader of the compiled RubiksShift operators (``cuda/`` sources, built with ninja on first use).
+
+``load()`` compiles ``rubiks_shift.cpp`` (schema + CPU kernels) and, where CUDA is usable,
+``rubiks_shift_cuda.cu`` with :func:`torch.utils.cpp_extension.load` into the torch extensions
+cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), then loads the library
+so ``torch.ops.actionlab.rubiks_shift`` exists. The result is cached per process.
+
+Concurrency: several DDP ranks or Hydra multirun jobs may call ``load()`` at once. The build is
+serialised by an OS-level file lock (``flock``; released by the kernel when its holder dies, so
+it cannot go stale). Torch's own build "baton" (a plain ``lock`` file that a killed build leaves
+behind and that makes every later ``load`` wait forever) is removed while we hold our lock,
+because then nobody else can be building. Waiting for the lock is bounded
+(``ACTIONLAB_BUILD_TIMEOUT`` seconds, default 1800); past it we fall back.
+
+Failure is never fatal: without a compiler, without ninja, on a build error or when disabled
+with ``ACTIONLAB_NO_EXTENSION=1``, ``load()`` returns ``None`` after one warning that says why,
+and callers use the pure-PyTorch reference. On clusters pre-build once on a node with the
+same software stack: ``python -m actionlab.ops.build``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["load", "is_loaded", "unavailable_reason", "source_dir", "build_directory", "NAME"]
+
+NAME = "actionlab_rubiks_shift"
+DISABLE_ENV = "ACTIONLAB_NO_EXTENSION"
+TIMEOUT_ENV = "ACTIONLAB_BUILD_TIMEOUT"
+CUDA_ENV = "ACTIONLAB_EXTENSION_CUDA"  # "0" forces a CPU-only build, "1" forces CUDA sources
+SOURCES_CPU = ("rubiks_shift.cpp",)
+SOURCES_CUDA = ("rubiks_shift_cuda.cu",)
+HEADERS = ("rubiks_shift.h",)
+
+_library: str | None = None  # path of the loaded shared library
+_reason: str | None = None  # why it is unavailable, once a load was attempted and failed
+
+
+def source_dir() -> Path:
+    """Folder with the C++/CUDA sources: ``actionlab/ops/csrc`` (a link to the repository's
+    ``cuda/`` in editable installs, a copy inside wheels)."""
+    here = Path(__file__).resolve().parent / "csrc"
+    if (here / SOURCES_CPU[0]).is_file():
+        return here
+    repo = Path(__file__).resolve().parents[3] / "cuda"  # src/actionlab/ops -> repo root
+    return repo
+
+
+def want_cuda() -> bool:
+    """CUDA sources are compiled only where a CUDA toolkit and a CUDA-enabled torch exist."""
+    forced = os.environ.get(CUDA_ENV)
+    if forced is not None:
+        return forced == "1"
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
+
+
+def _torch_tag() -> str:
+    # Part of the extension name: a cache built against another torch is never reused.
+    return re.sub(r"[^0-9A-Za-z]+", "_", torch.__version__).strip("_")
+
+
+def extension_name(with_cuda: bool) -> str:
+    return f"{NAME}_{'cuda' if with_cuda else 'cpu'}_{_torch_tag()}"
+
+
+def build_directory(with_cuda: bool) -> Path:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(extension_name(with_cuda), verbose=False))
+
+
+def is_loaded() -> bool:
+    """True once the compiled operators are registered in this process (no I/O; safe to call
+    while ``torch.compile`` traces)."""
+    return _library is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the last ``load()`` returned ``None`` (``None`` if it succeeded or never ran)."""
+    return _reason
+
+
+def _precheck(with_cuda: bool) -> str | None:
+    if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
+        return f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
+    src = source_dir()
+    missing = [f for f in SOURCES_CPU + HEADERS + (SOURCES_CUDA if with_cuda else ()) if not (src / f).is_file()]
+    if missing:
+        return f"sources {missing} not found in {src} (broken install? reinstall actionlab)"
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not is_ninja_available():
+        return "ninja is not installed (pip install ninja)"
+    cxx = os.environ.get("CXX", "c++" if sys.platform != "win32" else "cl")
+    if shutil.which(cxx) is None:
+        return f"no C++ compiler ({cxx!r} not on PATH; install g++ or set CXX)"
+    return None
+
+
+def _flags(with_cuda: bool) -> dict:
+    if sys.platform == "win32":
+        cflags, ldflags = ["/O2", "/openmp"], []
+    else:
+        # -fopenmp: ATen's parallel_for is an inline OpenMP region, compiled into our library.
+        cflags, ldflags = ["-O3", "-fopenmp"], ["-fopenmp"]
+    return {
+        "extra_cflags": cflags,
+        "extra_ldflags": ldflags,
+        "extra_cuda_cflags": ["-O3", "-lineinfo"] if with_cuda else None,
+        "extra_include_paths": [str(source_dir())],
+    }
+
+
+def _remove_stale_baton(build_dir: Path) -> bool:
+    """Remove torch's build baton; only call while holding our lock for ``build_dir``."""
+    baton = build_dir / "lock"
+    if baton.exists():
+        baton.unlink(missing_ok=True)
+        return True
+    return False
+
+
+def _compile(with_cuda: bool, verbose: bool) -> str:
+    from filelock import FileLock
+    from torch.utils.cpp_extension import load as cpp_load
+
+    build_dir = build_directory(with_cuda)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    timeout = float(os.environ.get(TIMEOUT_ENV, "1800"))
+    src = source_dir()
+    sources = [str(src / f) for f in SOURCES_CPU + (SOURCES_CUDA if with_cuda else ())]
+    with FileLock(str(build_dir / "actionlab_build.lock"), timeout=timeout):
+        if _remove_stale_baton(build_dir):
+            warnings.warn(
+                f"actionlab: removed a stale build lock {build_dir / 'lock'} left by an "
+                "interrupted build",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return cpp_load(
+            name=extension_name(with_cuda),
+            sources=sources,
+            build_directory=str(build_dir),
+            with_cuda=with_cuda,
+            is_python_module=False,
+            verbose=verbose,
+            **_flags(with_cuda),
+        )
+
+
+def load(verbose: bool = False, *, warn: bool = True, force: bool = False) -> str | None:
+    """Build (if needed) and load the operators; the library path, or ``None`` after one warning.
+
+    ``force`` retries after an earlier failure in this process.
+    """
+    global _library, _reason
+    if _library is not None:
+        return _library
+    if _reason is not None and not force:
+        return None
+    with_cuda = want_cuda()
+    reason = _precheck(with_cuda)
+    if reason is None:
+        start = time.perf_counter()
+        try:
+            _library = _compile(with_cuda, verbose)
+        except Exception as err:  # compiler errors, lock timeouts, loader errors
+            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+            detail = " | ".join(lines[-6:]) if lines else type(err).__name__
+            reason = f"the build failed ({type(err).__name__}: {detail})"
+        else:
+            _reason = None
+            if verbose:
+                print(f"actionlab: RubiksShift kernels loaded from {_library} "
+                      f"in {time.perf_counter() - start:.1f}s")
+            return _library
+    _reason = reason
+    if warn:
+        warnings.warn(
+            f"actionlab: compiled RubiksShift kernels unavailable: {reason}. Falling back to the "
+            "pure-PyTorch reference (correct but several times slower). To fix, install a C++ "
+            "compiler and ninja (and nvcc for GPUs), then run `python -m actionlab.ops.build` "
+            f"to see the full build log; set {DISABLE_ENV}=1 to always use the reference.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return None
