@@ -17,7 +17,8 @@ Custom operators get registered formulas (:func:`register_op_macs`, :func:`regis
 
 Command line (Hydra; composes ``conf/`` like training does)::
 
-    python -m actionlab.profile model=x3d_m data=kinetics400 [profile.frames=16 profile.crop=224]
+    python -m actionlab.profile model=x3d_m data=ssv2 [--frames 16 --crop 224] [--json out.json]
+    python -m actionlab.profile --zoo --readme README.md   # the README model table (make zoo)
 
 prints parameters, GMACs at the stated ``T x H x W`` and CPU latency, and writes JSON.
 """
@@ -25,7 +26,6 @@ prints parameters, GMACs at the stated ``T x H x W`` and CPU latency, and writes
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from contextlib import contextmanager
@@ -56,7 +56,7 @@ OpFormula = Callable[..., int]
 ModuleFormula = Callable[[nn.Module, tuple, Any], int]
 
 _OP_FORMULAS: dict[str, OpFormula] = {}
-_MODULE_FORMULAS: dict[type, ModuleFormula] = {}
+_MODULE_FORMULAS: dict[type, tuple[ModuleFormula, str]] = {}
 
 
 def register_op_macs(qualname: str, formula: OpFormula) -> None:
@@ -66,11 +66,13 @@ def register_op_macs(qualname: str, formula: OpFormula) -> None:
     _OP_FORMULAS[qualname] = formula
 
 
-def register_module_macs(module_type: type, formula: ModuleFormula) -> None:
+def register_module_macs(module_type: type, formula: ModuleFormula, label: str | None = None) -> None:
     """Register ``formula(module, inputs, output) -> MACs`` for modules whose work has no
     counted aten op (e.g. a pure-PyTorch reference of a custom op). Skipped for a call in
-    which a registered custom op already ran, so nothing is counted twice."""
-    _MODULE_FORMULAS[module_type] = formula
+    which a registered custom op already ran, so nothing is counted twice. ``label`` names
+    the entry in :func:`mac_breakdown` (default: the class name); use the op's name so both
+    implementations report alike."""
+    _MODULE_FORMULAS[module_type] = (formula, label or module_type.__name__)
 
 
 def rubiks_shift_macs(output_numel: int) -> int:
@@ -97,7 +99,7 @@ def _register_defaults() -> None:
         from actionlab.ops.rubiks_shift import RubiksShift3d
     except ImportError:  # pragma: no cover - the op module is part of the package
         return
-    register_module_macs(RubiksShift3d, _rubiks_module_formula)
+    register_module_macs(RubiksShift3d, _rubiks_module_formula, "actionlab::rubiks_shift")
 
 
 _register_defaults()
@@ -169,17 +171,17 @@ def mac_breakdown(model: nn.Module, x: Tensor) -> dict[str, int]:
     module_macs: dict[str, int] = {}
     hooks = []
     for m in model.modules():
-        formula = next((f for t, f in _MODULE_FORMULAS.items() if isinstance(m, t)), None)
-        if formula is None:
+        entry = next((e for t, e in _MODULE_FORMULAS.items() if isinstance(m, t)), None)
+        if entry is None:
             continue
+        formula, label = entry
 
         def pre(mod, inputs):
             mod._profile_calls = counter.calls
 
-        def post(mod, inputs, output, _f=formula):
+        def post(mod, inputs, output, _f=formula, _key=label):
             if counter.calls == getattr(mod, "_profile_calls", counter.calls):
-                key = type(mod).__name__
-                module_macs[key] = module_macs.get(key, 0) + int(_f(mod, inputs, output))
+                module_macs[_key] = module_macs.get(_key, 0) + int(_f(mod, inputs, output))
 
         hooks.append(m.register_forward_pre_hook(pre))
         hooks.append(m.register_forward_hook(post))
@@ -286,10 +288,164 @@ def profile_model(
     )
 
 
+@dataclass(frozen=True)
+class ZooEntry:
+    """One README row: a model config profiled at its paper input, with the paper's figures."""
+
+    model: str
+    num_classes: int
+    frames: int
+    crop: int
+    paper: str  # params / GMACs as the paper or released code reports them
+
+
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry("rubiks_tiny", 174, 8, 224, "1.9M / 3.9G"),
+    ZooEntry("rubiks_small", 174, 8, 224, "3.6M / 6.8G"),
+    ZooEntry("rubiks_medium", 174, 8, 224, "6.2M / 11.2G"),
+    ZooEntry("rubiks_large", 174, 8, 224, "8.5M / 15.8G"),
+    ZooEntry("tsm_r50", 174, 8, 224, "24.3M (400 cl.) / 33G"),
+    ZooEntry("tsm_r101", 174, 8, 224, "- / 63G"),
+    ZooEntry("x3d_xs", 400, 4, 160, "3.8M / 0.6G"),
+    ZooEntry("x3d_s", 400, 13, 160, "3.8M / 2.0G"),
+    ZooEntry("x3d_m", 400, 16, 224, "3.8M / 4.73G (6.2G at 256)"),
+    ZooEntry("x3d_l", 400, 16, 312, "6.2M / 18.4G"),
+    ZooEntry("vov3d_m", 174, 16, 256, "3.2M / 6.4G"),
+    ZooEntry("vov3d_l", 174, 16, 256, "5.8M / 12.1G"),
+)
+ZOO_START, ZOO_END = "<!-- zoo:start -->", "<!-- zoo:end -->"
+
+
+def config_dir() -> Path:
+    """The repository's ``conf/`` (``ACTIONLAB_CONFIG_DIR`` overrides)."""
+    import os
+
+    env = os.environ.get("ACTIONLAB_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"no Hydra config tree at {path}; run from a source checkout or set "
+            "ACTIONLAB_CONFIG_DIR to the repository's conf/ folder"
+        )
+    return path
+
+
+def build_from_config(overrides: list[str]) -> tuple[nn.Module, Any]:
+    """Compose ``conf/train.yaml`` with ``overrides`` and instantiate ``cfg.model``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import actionlab  # noqa: F401  (registers the config resolvers)
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["logger=none", *overrides])
+    return instantiate(cfg.model), cfg
+
+
+def _profile_entry(
+    entry: ZooEntry, latency: bool, extra: list[str] | None = None, device: str = "cpu"
+) -> ProfileResult:
+    overrides = [
+        f"model={entry.model}",
+        f"data.num_classes={entry.num_classes}",
+        f"data.num_frames={entry.frames}",
+        f"data.crop_size={entry.crop}",
+        *(extra or []),
+    ]
+    model, _ = build_from_config(overrides)
+    model.to(device)
+    result = profile_model(model, entry.model, entry.num_classes, entry.frames, entry.crop, latency)
+    result.device = device
+    return result
+
+
+def zoo_table(results: list[ProfileResult], entries: tuple[ZooEntry, ...] = ZOO) -> str:
+    """Markdown table of the zoo: measured params/GMACs next to the papers' figures."""
+    paper = {e.model: e.paper for e in entries}
+    lines = [
+        "| model (`model=`) | classes | input T x H x W | params | GMACs / view | paper | CPU latency (batch 1) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        t, h, w = r.input_thw
+        lat = f"{r.latency_s * 1e3:.0f} ms" if r.latency_s else "-"
+        lines.append(
+            f"| `{r.model}` | {r.num_classes} | {t}x{h}x{w} | {r.params / 1e6:.3f}M | "
+            f"{r.gmacs:.2f} | {paper.get(r.model, '-')} | {lat} |"
+        )
+    threads = results[0].threads if results else 0
+    lines.append("")
+    lines.append(
+        "GMACs: one multiply-add = one MAC, forward, one clip (view); convolutions, linear layers "
+        "and RubiksShift (7 MACs per output element); temporal shift 0. Generated by `make zoo` "
+        f"(`python -m actionlab.profile --zoo`), CPU latency with {threads} threads."
+    )
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace the text between the zoo markers of ``readme`` with ``table``."""
+    text = readme.read_text()
+    if ZOO_START not in text or ZOO_END not in text:
+        raise SystemExit(
+            f"{readme} has no '{ZOO_START}' ... '{ZOO_END}' markers; add them where the model "
+            "table belongs"
+        )
+    head, rest = text.split(ZOO_START, 1)
+    _, tail = rest.split(ZOO_END, 1)
+    readme.write_text(f"{head}{ZOO_START}\n{table}\n{ZOO_END}{tail}")
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m actionlab.profile model=<name> data=<name> [profile.*=...]``."""
-    raise NotImplementedError
+    """``python -m actionlab.profile model=<name> data=<name> [key=value ...] [options]``.
+
+    Options: ``--frames T --crop S`` (default: ``data.num_frames``, ``data.crop_size``),
+    ``--no-latency``, ``--batch B`` (latency batch), ``--json PATH``; ``--zoo`` profiles every
+    model of :data:`ZOO` at its paper input, ``--readme README.md`` rewrites its table.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m actionlab.profile", description=main.__doc__)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=x3d_m data=ssv2")
+    parser.add_argument("--frames", type=int)
+    parser.add_argument("--crop", type=int)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--zoo", action="store_true")
+    parser.add_argument("--readme", type=Path)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    if args.zoo:
+        results = []
+        for entry in ZOO:
+            results.append(_profile_entry(entry, not args.no_latency, args.overrides))
+            print(results[-1].line(), flush=True)
+        table = zoo_table(results)
+        print(table)
+        _write_json(args.json or Path("bench/results/zoo.json"), [asdict(r) for r in results])
+        if args.readme:
+            update_readme(args.readme, table)
+        return
+
+    if not any(o.startswith("model=") for o in args.overrides):
+        raise SystemExit("name the model: python -m actionlab.profile model=<conf/model name> data=<name>")
+    model, cfg = build_from_config(args.overrides)
+    name = next(o.split("=", 1)[1] for o in args.overrides if o.startswith("model="))
+    frames = args.frames or int(cfg.data.num_frames)
+    crop = args.crop or int(cfg.data.crop_size)
+    result = profile_model(
+        model, name, int(cfg.data.num_classes), frames, crop, not args.no_latency, args.batch
+    )
+    print(result.line())
+    print("MACs by op: " + ", ".join(f"{k} {v / 1e9:.3f}G" for k, v in result.breakdown.items()))
+    _write_json(args.json or Path(f"bench/results/profile_{name}.json"), asdict(result))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
