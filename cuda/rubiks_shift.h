@@ -49,7 +49,11 @@ RS_HOST_DEVICE AxisTaps<acc_t> make_taps(acc_t s, bool quantize) {
   if (quantize) {
     // Same rounding as the reference (floor(s + 0.5)): q is floor(s) or floor(s) + 1.
     const int64_t q = static_cast<int64_t>(::floor(s + acc_t(0.5)));
-    t.v[q - t.base] = acc_t(1);
+    if (q == t.base + 1) {  // constant indices keep the taps in registers on GPUs
+      t.v[1] = acc_t(1);
+    } else {
+      t.v[2] = acc_t(1);
+    }
   } else {
     t.v[1] = acc_t(1) - r;
     t.v[2] = r;
