@@ -1,0 +1,1 @@
+"""Video data: readers, clip samplers, clip-consistent transforms, datasets, the datamodule."""

@@ -1,0 +1,1 @@
+"""Lightning glue: the classification module, optimiser groups, schedulers, checkpoint IO."""

@@ -1,0 +1,182 @@
+"""``VideoClassifier``: any backbone ``(B, C, T, H, W) -> logits`` as a LightningModule.
+
+Cross-entropy (optional label smoothing), optimiser and scheduler from Hydra partials, optimiser
+groups from the backbone's declarations (``actionlab.lit.optim``), torchmetrics top-1/top-5 per
+stage under ``stage/name`` (``train/loss``, ``val/acc``, ``val/acc5``, ``val/acc_best``).
+Multi-view batches ``(B, V, C, T, H, W)`` are scored per view and aggregated over ``V``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from actionlab.lit.optim import param_groups
+from actionlab.models.convert.common import LAB_KEY
+
+__all__ = ["VideoClassifier", "aggregate_views", "AGGREGATIONS"]
+
+AGGREGATIONS = ("logits_mean", "softmax_mean", "sum")
+
+
+def aggregate_views(scores: Tensor, method: str) -> Tensor:
+    """Combine per-view scores ``(B, V, K)`` into ``(B, K)``."""
+    if method == "logits_mean":
+        return scores.mean(dim=1)
+    if method == "softmax_mean":
+        return scores.softmax(dim=-1).mean(dim=1)
+    if method == "sum":
+        return scores.sum(dim=1)
+    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=prefix,
+    )
+
+
+class VideoClassifier(L.LightningModule):
+    """Training/evaluation wrapper of a video backbone.
+
+    Args:
+        model: backbone mapping ``(B, C, T, H, W)`` to ``(B, num_classes)``.
+        optimizer: partial ``params -> Optimizer`` (e.g. ``torch.optim.SGD`` with lr, momentum).
+        scheduler: partial ``(optimizer, total_steps, steps_per_epoch) -> LRScheduler`` or None.
+        num_classes: classifier outputs.
+        label_smoothing: cross-entropy label smoothing.
+        weight_decay: decay for weights; norms, biases and declared parameters get none.
+        aggregate: how multi-view scores are combined (``logits_mean`` for TSN-style models).
+        compile: wrap the backbone in ``torch.compile`` when fitting.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 174,
+        label_smoothing: float = 0.0,
+        weight_decay: float = 1e-4,
+        aggregate: str = "logits_mean",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if aggregate not in AGGREGATIONS:
+            raise ValueError(f"module.aggregate must be one of {AGGREGATIONS}, got {aggregate!r}")
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.weight_decay = weight_decay
+        self.aggregate = aggregate
+        self.compile = compile
+        self.train_metrics = _metrics(num_classes, "train/")
+        self.val_metrics = _metrics(num_classes, "val/")
+        self.test_metrics = _metrics(num_classes, "test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        # Resolved model/data configs stored in every checkpoint (set by the train task).
+        self.lab_config: dict[str, Any] = {}
+
+    def forward(self, clips: Tensor) -> Tensor:
+        if clips.ndim == 6:  # (B, V, C, T, H, W): one score per view, then aggregate
+            b, v = clips.shape[:2]
+            scores = self.model(clips.flatten(0, 1)).view(b, v, -1)
+            return aggregate_views(scores, self.aggregate)
+        return self.model(clips)
+
+    def setup(self, stage: str) -> None:
+        if self.compile and stage == "fit":
+            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    def on_train_epoch_start(self) -> None:
+        set_epoch = getattr(self.model, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        clips, labels, _ = batch
+        logits = self(clips)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        aux = getattr(self.model, "auxiliary_losses", None)
+        for name, value in (aux() if callable(aux) else {}).items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True)
+            loss = loss + value
+        self.train_metrics.update(logits.detach(), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric) -> Tensor:
+        clips, labels, _ = batch
+        scores = self(clips)
+        if clips.ndim == 6 and self.aggregate == "softmax_mean":  # scores are probabilities
+            loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
+        else:
+            loss = F.cross_entropy(scores, labels)
+        metrics.update(scores, labels)
+        loss_metric.update(loss, weight=labels.numel())
+        return scores
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, self.val_loss)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict(values, prog_bar=True, sync_dist=False)
+        self.log("val/loss", self.val_loss.compute())
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(values["val/acc"])
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.val_metrics.reset()
+        self.val_loss.reset()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, self.test_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.log("test/loss", self.test_loss.compute())
+        self.test_metrics.reset()
+        self.test_loss.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = param_groups(self.model, self.weight_decay)
+        optimizer = self.optimizer_factory(groups)
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_mult", 1.0)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total, steps_per_epoch=max(1, total // epochs)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = dict(self.lab_config)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "class_names"):
+            info["class_names"] = list(datamodule.class_names)
+        checkpoint[LAB_KEY] = info
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.lab_config = dict(checkpoint.get(LAB_KEY, {}))

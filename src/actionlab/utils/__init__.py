@@ -1,0 +1,1 @@
+"""Small helpers shared by the tasks: config resolvers, instantiation, run bookkeeping."""
