@@ -8,6 +8,14 @@ conv3,shortcut}``, ``backbone.bn_last``, ``new_fc``.
 
 Input ``(B, C, T, H, W)``; frames are folded into the batch for the 1x1 convolutions and
 unfolded around every RubiksShift; the FC runs per frame and logits are averaged over T.
+
+Variant ``rubiks3d-aq`` (RubiksNet-AQ, attention-quantized temporal shift; paper note section
+1.7): each block keeps a spatial-only ``RubiksShift2d`` (``as3.shift``, ``(2, C_mid)``) and
+prepends to its first 1x1 conv a per-channel 3-tap temporal attention
+(``conv2.0.weight`` ``(C_in, 3)``, temperature ``conv2.0.T``; ``conv2.1`` is the conv). Annealing
+the temperature to 0 (``actionlab.lit.aq_callbacks.AQTemperatureAnneal``) makes every channel a
+hard {-1, 0, +1} frame shift; a budget loss (``auxiliary_losses``) keeps the fraction of
+channels that shift in time under ``aq_budget``.
 """
 
 from __future__ import annotations
@@ -18,17 +26,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from actionlab.ops.rubiks_shift import RubiksShift3d
+from actionlab.ops.rubiks_shift import RubiksShift2d, RubiksShift3d
 
 __all__ = [
     "RubiksNet",
     "RubiksNetBackbone",
     "RubiksShiftBlock",
+    "TemporalAttentionShift",
     "TIERS",
     "rubiksnet_tiny",
     "rubiksnet_small",
     "rubiksnet_medium",
     "rubiksnet_large",
+    "rubiksnet_tiny_aq",
+    "rubiksnet_small_aq",
+    "rubiksnet_medium_aq",
+    "rubiksnet_large_aq",
 ]
 
 
@@ -45,8 +58,10 @@ TIERS: dict[str, TierConfig] = {
     "medium": TierConfig(72, (3, 4, 23, 3), False),
     "large": TierConfig(72, (3, 8, 36, 3), False),
 }
-VARIANTS = ("rubiks3d",)
+VARIANTS = ("rubiks3d", "rubiks3d-aq")
 SE_REDUCTION = 12
+AQ_TEMPERATURE = 2.0  # released AttentionShift temperature
+AQ_STD_EPS = 1e-6
 
 
 def _fold(x: Tensor) -> Tensor:
@@ -87,21 +102,83 @@ class ShiftWrap(nn.Module):
         return self.rubiks3d(x)
 
 
+class TemporalAttentionShift(nn.Module):
+    """Attention-quantized temporal shift of RubiksNet-AQ on ``(N, T, C, H, W)``.
+
+    ``out[:, t, c] = a[c, 0] x[:, t-1, c] + a[c, 1] x[:, t, c] + a[c, 2] x[:, t+1, c]``, zero
+    beyond the clip, with ``a = softmax((W / (std(W) + 1e-6)) / T)`` over the 3 taps (the
+    released ``AttentionShift``: a depthwise temporal conv1d, kernel 3, padding 1, weights
+    shared over H and W). Tap 0, 1, 2 is a temporal shift of -1, 0, +1 in RubiksShift's sign
+    convention (``out(t) = x(t + s)``). ``T`` is a buffer (``conv2.0.T`` in released files);
+    ``T == 0`` means hard quantisation: one-hot attention at the largest logit, i.e. an exact
+    integer frame shift per channel.
+    """
+
+    def __init__(self, channels: int, temperature: float = AQ_TEMPERATURE) -> None:
+        super().__init__()
+        self.channels = channels
+        self.weight = nn.Parameter(torch.rand(channels, 3))
+        self.register_buffer("T", torch.tensor(float(temperature)))
+
+    def logits(self) -> Tensor:
+        return self.weight / (self.weight.std(dim=1, keepdim=True) + AQ_STD_EPS)
+
+    def attention(self) -> Tensor:
+        """Tap weights ``(C, 3)``: softmax at temperature ``T``, one-hot when ``T == 0``."""
+        logits = self.logits()
+        soft = torch.softmax(logits / self.T.clamp_min(1e-12), dim=1)
+        hard = nn.functional.one_hot(logits.argmax(dim=1), 3).to(soft.dtype)
+        return torch.where(self.T > 0, soft, hard)
+
+    def shift_probability(self) -> Tensor:
+        """Per-channel probability mass on a non-zero temporal shift, ``(C,)``."""
+        return 1.0 - self.attention()[:, 1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.attention().to(x.dtype).t().reshape(3, 1, 1, -1, 1, 1)
+        zero = x.new_zeros(x.shape[0], 1, *x.shape[2:])
+        prev = torch.cat([zero, x[:, :-1]], dim=1)
+        nxt = torch.cat([x[:, 1:], zero], dim=1)
+        return w[0] * prev + w[1] * x + w[2] * nxt
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, T={float(self.T):.4g}"
+
+
 class RubiksShiftBlock(nn.Module):
     """Pre-activation shift block: BN-ReLU-1x1-BN-ReLU-RubiksShift(stride)-[SE]-1x1 + shortcut.
 
     Works on ``(N, T, C, H, W)``. The spatial stride happens inside the shift; the projection
-    shortcut (when shape changes) is a strided 1x1 on the pre-activated input.
+    shortcut (when shape changes) is a strided 1x1 on the pre-activated input. With
+    ``variant="rubiks3d-aq"`` the shift is spatial only and a ``TemporalAttentionShift`` runs
+    before the first 1x1 (``conv2 = Sequential(attention, conv)``, the released layout).
     """
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int = 1, use_se: bool = False, **shift_kwargs
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        use_se: bool = False,
+        variant: str = "rubiks3d",
+        aq_temperature: float = AQ_TEMPERATURE,
+        **shift_kwargs,
     ) -> None:
         super().__init__()
+        self.aq = variant == "rubiks3d-aq"
         self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv2 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        conv2 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.conv2 = (
+            nn.Sequential(TemporalAttentionShift(in_planes, aq_temperature), conv2)
+            if self.aq
+            else conv2
+        )
         self.bn2 = nn.BatchNorm2d(planes)
-        self.as3 = ShiftWrap(planes, stride, **shift_kwargs)
+        self.as3 = (
+            RubiksShift2d(planes, stride, **shift_kwargs)
+            if self.aq
+            else ShiftWrap(planes, stride, **shift_kwargs)
+        )
         self.se = SqueezeExcite(planes) if use_se else None
         self.conv3 = nn.Conv2d(planes, planes, 1, bias=False)
         self.shortcut = (
@@ -116,7 +193,11 @@ class RubiksShiftBlock(nn.Module):
         flat = _fold(x)
         a = self.relu(self.bn1(flat))
         shortcut = flat if self.shortcut is None else self.shortcut(a)
-        h = self.relu(self.bn2(self.conv2(a)))
+        if self.aq:
+            h = self.conv2[1](_fold(self.conv2[0](_unfold(a, n))))
+        else:
+            h = self.conv2(a)
+        h = self.relu(self.bn2(h))
         h = _fold(self.as3(_unfold(h, n)))
         if self.se is not None:
             h = self.se(h)
@@ -131,7 +212,7 @@ class RubiksNetBackbone(nn.Module):
     """
 
     def __init__(
-        self, width: int, repeats: tuple[int, ...], use_se: bool = False, **shift_kwargs
+        self, width: int, repeats: tuple[int, ...], use_se: bool = False, **block_kwargs
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False)
@@ -144,7 +225,7 @@ class RubiksNetBackbone(nn.Module):
             for j in range(count):
                 blocks.append(
                     RubiksShiftBlock(
-                        in_planes, planes, stride if j == 0 else 1, use_se, **shift_kwargs
+                        in_planes, planes, stride if j == 0 else 1, use_se, **block_kwargs
                     )
                 )
                 in_planes = planes
@@ -179,11 +260,17 @@ class RubiksNet(nn.Module):
         num_classes: classifier outputs (174 for Something-Something V2).
         num_frames: frames per clip the model is trained with (kept for the released API and
             checkpoints; any ``T`` works at run time).
-        variant: ``rubiks3d`` (learnable 3D shift).
+        variant: ``rubiks3d`` (learnable 3D shift) or ``rubiks3d-aq`` (attention-quantized
+            temporal shift + spatial 2D shift).
         shift_lr_mult: learning-rate multiplier of the shift parameters (paper: 0.01).
         normalize_grad: ActiveShift per-channel normalisation of the shift gradient.
         quantize: round shifts to integers in the forward pass (straight-through gradient).
-        shift_impl: RubiksShift implementation, ``auto`` or ``reference``.
+        shift_impl: RubiksShift implementation: ``auto`` (compiled kernel when built, else the
+            reference), ``kernel`` or ``reference``.
+        aq_temperature: initial attention temperature of the AQ variant (released: 2.0).
+        aq_budget: AQ only; the fraction of channels allowed a non-zero temporal shift
+            (released checkpoint name: 0.125), ``None`` for no budget.
+        aq_budget_weight: weight of the budget loss ``relu(fraction - aq_budget)``.
     """
 
     def __init__(
@@ -196,6 +283,9 @@ class RubiksNet(nn.Module):
         normalize_grad: bool = True,
         quantize: bool = False,
         shift_impl: str = "auto",
+        aq_temperature: float = AQ_TEMPERATURE,
+        aq_budget: float | None = 0.125,
+        aq_budget_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if tier not in TIERS:
@@ -206,10 +296,13 @@ class RubiksNet(nn.Module):
         self.tier, self.variant = tier, variant
         self.num_classes, self.num_frames = num_classes, num_frames
         self.shift_lr_mult = shift_lr_mult
+        self.aq_budget, self.aq_budget_weight = aq_budget, aq_budget_weight
         self.backbone = RubiksNetBackbone(
             cfg.width,
             cfg.repeats,
             cfg.use_se,
+            variant=variant,
+            aq_temperature=aq_temperature,
             normalize_grad=normalize_grad,
             quantize=quantize,
             impl=shift_impl,
@@ -227,12 +320,62 @@ class RubiksNet(nn.Module):
         self.new_fc = nn.Linear(self.backbone.num_features, num_classes)
         self.num_classes = num_classes
 
+    @classmethod
+    def load_pretrained(cls, path: str, **kwargs) -> "RubiksNet":
+        """A model from a released RubiksNet file (``ssv2_tiny.pth.tar``, ...; both variants).
+
+        The file is a dict with ``tier``, ``num_classes``, ``num_frames``, ``variant`` and
+        ``model`` (the state dict), read with ``weights_only=True``. Keys must match exactly:
+        a mismatch raises ``CheckpointMismatchError`` listing missing and unexpected keys.
+        ``kwargs`` go to the constructor (e.g. ``shift_impl``).
+        """
+        from actionlab.models.convert.rubiksnet import load_official
+
+        return load_official(path, cls, **kwargs)
+
     def shift_parameter_names(self) -> list[str]:
         return [n for n, _ in self.named_parameters() if n.endswith("shift")]
 
+    def attention_shifts(self) -> list[TemporalAttentionShift]:
+        """The AQ temporal attention modules (empty for ``rubiks3d``)."""
+        return [m for m in self.modules() if isinstance(m, TemporalAttentionShift)]
+
+    def temporal_shift_fraction(self, hard: bool = False) -> Tensor:
+        """Fraction of AQ channels with a non-zero temporal shift, over all blocks.
+
+        ``hard``: count channels whose largest attention is not the centre tap; otherwise the
+        expected fraction under the attention (differentiable; equal to the hard one at T=0).
+        """
+        layers = self.attention_shifts()
+        if not layers:
+            return torch.zeros(())
+        if hard:
+            moved = [(m.logits().argmax(dim=1) != 1).float() for m in layers]
+        else:
+            moved = [m.shift_probability() for m in layers]
+        return torch.cat(moved).mean()
+
+    def auxiliary_losses(self) -> dict[str, Tensor]:
+        """AQ budget loss ``weight * relu(fraction - budget)`` (nothing for ``rubiks3d``)."""
+        if self.variant != "rubiks3d-aq" or self.aq_budget is None or not self.aq_budget_weight:
+            return {}
+        excess = torch.relu(self.temporal_shift_fraction() - self.aq_budget)
+        return {"aq_budget": self.aq_budget_weight * excess}
+
+    def set_aq_temperature(self, temperature: float) -> None:
+        """Set the temperature of every AQ attention (0 = hard quantisation)."""
+        for m in self.attention_shifts():
+            m.T.fill_(float(temperature))
+
+    def quantize_attention(self) -> None:
+        """Hard quantisation for inference: every AQ channel becomes an integer frame shift."""
+        self.set_aq_temperature(0.0)
+
     def no_weight_decay(self) -> set[str]:
-        """Parameter names that take no weight decay beyond norms and biases (the shifts)."""
-        return set(self.shift_parameter_names())
+        """Parameter names that take no weight decay beyond norms and biases: the shifts and the
+        AQ attention logits (their softmax is scale-invariant, decay would only shrink them)."""
+        names = set(self.shift_parameter_names())
+        return names | {n for n, _ in self.named_parameters() if n.endswith("conv2.0.weight")}
 
     def lr_multipliers(self) -> dict[str, float]:
         """Per-parameter learning-rate multipliers (shifts train at ``shift_lr_mult``)."""
@@ -253,3 +396,19 @@ def rubiksnet_medium(**kwargs) -> RubiksNet:
 
 def rubiksnet_large(**kwargs) -> RubiksNet:
     return RubiksNet(tier="large", **kwargs)
+
+
+def rubiksnet_tiny_aq(**kwargs) -> RubiksNet:
+    return RubiksNet(tier="tiny", variant="rubiks3d-aq", **kwargs)
+
+
+def rubiksnet_small_aq(**kwargs) -> RubiksNet:
+    return RubiksNet(tier="small", variant="rubiks3d-aq", **kwargs)
+
+
+def rubiksnet_medium_aq(**kwargs) -> RubiksNet:
+    return RubiksNet(tier="medium", variant="rubiks3d-aq", **kwargs)
+
+
+def rubiksnet_large_aq(**kwargs) -> RubiksNet:
+    return RubiksNet(tier="large", variant="rubiks3d-aq", **kwargs)

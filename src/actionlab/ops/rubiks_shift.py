@@ -36,6 +36,7 @@ __all__ = [
     "rubiks_shift_kernel",
     "kernel_available",
     "RubiksShift3d",
+    "RubiksShift2d",
     "normalize_shift_grad",
     "output_size",
 ]
@@ -69,7 +70,7 @@ def _axis_index(base: Tensor, offset: Tensor, dim: int, shape: Sequence[int]) ->
     return (index.transpose(0, 1) if dim < 2 else index).reshape(shape)
 
 
-def _shift_axis(x: Tensor, shift: Tensor, dim: int, stride: int, quantize: bool) -> Tensor:
+def _shift_axis(x: Tensor, shift: Tensor, dim: int, stride: int) -> Tensor:
     """1D linear-interpolation shift of ``x`` along ``dim`` with a per-channel (dim 2) shift."""
     length, channels = x.shape[dim], x.shape[2]
     out_len = output_size(length, stride)
@@ -79,16 +80,6 @@ def _shift_axis(x: Tensor, shift: Tensor, dim: int, stride: int, quantize: bool)
 
     # Index math is (C, L_out); it is laid out as (1, L, C, 1, 1)-style views for gather.
     base = torch.arange(out_len, device=x.device) * stride
-    if quantize:
-        # Round half up (floor(s + 0.5)), like the released kernel; the gradient of the
-        # shift is the interpolation derivative (straight-through), see below.
-        offset = torch.floor(shift.detach() + 0.5).to(torch.long)
-        hard = _gather_axis(x, _axis_index(base, offset, dim, shape), dim, out_shape)
-        # The soft path only carries the shift gradient: the input gradient is the adjoint of
-        # the rounded shift alone, as in the kernels.
-        soft = _shift_axis(x.detach(), shift, dim, stride, quantize=False)
-        return hard + (soft - soft.detach())
-
     floor = torch.floor(shift.detach())
     frac = shift - floor  # carries d/ds = 1
     lo = _axis_index(base, floor.to(torch.long), dim, shape)
@@ -131,9 +122,19 @@ def rubiks_shift_reference(
         )
     st, sh, sw = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
     shift = shift.to(x.dtype) if shift.dtype != x.dtype else shift
-    out = _shift_axis(x, shift[0], 1, st, quantize)
-    out = _shift_axis(out, shift[1], 3, sh, quantize)
-    return _shift_axis(out, shift[2], 4, sw, quantize)
+    if quantize:
+        # Forward and input gradient use the rounded shift (round half up, as the released
+        # kernel); the shift gradient is the interpolation derivative (straight-through).
+        hard = _shift_xyz(x, torch.floor(shift.detach() + 0.5), (st, sh, sw))
+        soft = _shift_xyz(x.detach(), shift, (st, sh, sw))
+        return hard + (soft - soft.detach())
+    return _shift_xyz(x, shift, (st, sh, sw))
+
+
+def _shift_xyz(x: Tensor, shift: Tensor, stride: tuple[int, int, int]) -> Tensor:
+    out = _shift_axis(x, shift[0], 1, stride[0])
+    out = _shift_axis(out, shift[1], 3, stride[1])
+    return _shift_axis(out, shift[2], 4, stride[2])
 
 
 def _stride3(stride: Sequence[int] | int) -> list[int]:
@@ -289,6 +290,45 @@ class RubiksShift3d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return rubiks_shift(x, self.shift, self.stride, self.quantize, self.impl)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, stride={self.stride}, normalize_grad={self.normalize_grad}, "
+            f"quantize={self.quantize}, impl={self.impl!r}"
+        )
+
+
+class RubiksShift2d(nn.Module):
+    """Learnable spatial-only RubiksShift (the released ``RubiksShift2D``): shifts ``(2, C)``,
+    rows ``(H, W)``, initialised U(-1, 1); used by the RubiksNet-AQ blocks.
+
+    Input ``(N, T, C, H, W)``; frames are independent (the same op with the temporal axis folded
+    into the batch), so a stride applies to ``H`` and ``W`` only.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        stride: int = 1,
+        normalize_grad: bool = True,
+        quantize: bool = False,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.channels, self.stride = channels, stride
+        self.normalize_grad, self.quantize, self.impl = normalize_grad, quantize, impl
+        self.shift = nn.Parameter(torch.empty(2, channels).uniform_(-1.0, 1.0))
+        if normalize_grad:
+            self.shift.register_hook(normalize_shift_grad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t = x.shape[:2]
+        shift = torch.cat([self.shift.new_zeros(1, self.channels), self.shift])
+        y = rubiks_shift(
+            x.reshape(n * t, 1, *x.shape[2:]), shift, (1, self.stride, self.stride),
+            self.quantize, self.impl,
+        )
+        return y.view(n, t, *y.shape[2:])
 
     def extra_repr(self) -> str:
         return (
