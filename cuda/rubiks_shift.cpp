@@ -4,6 +4,7 @@
 //   rubiks_shift(x, shift, stride, quantize)                        -> out
 //   rubiks_shift_grad_input(grad_out, shift, input_size, stride, q) -> grad_x (exact adjoint)
 //   rubiks_shift_grad_shift(grad_out, x, shift, stride, q)          -> grad_shift (3, C), true gradient
+//     (straight-through when q: the derivative at the unrounded shifts)
 // Autograd, the fake (meta) kernels and the Python entry point live in
 // src/actionlab/ops/rubiks_shift.py; the CUDA kernels in rubiks_shift_cuda.cu.
 //
@@ -205,7 +206,9 @@ template <typename scalar_t>
 at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
                                const at::Tensor& shift, const Geometry& g, bool quantize) {
   using acc_t = at::opmath_type<scalar_t>;
-  const auto taps = channel_taps<acc_t>(shift, quantize);
+  // Straight-through: the shift gradient of a quantised shift is the interpolation derivative.
+  (void)quantize;
+  const auto taps = channel_taps<acc_t>(shift, /*quantize=*/false);
   const scalar_t* gp = grad.data_ptr<scalar_t>();
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;

@@ -10,9 +10,10 @@
 //   derivative weights d: (0, -1, 1) inside a cell, or (-0.5, 0, 0.5) at an exactly integer
 //                         shift (the central difference of the released 2D kernel; see
 //                         ARCHITECTURE.md "Decisions").
-// With quantisation the shift gradient is the interpolation derivative along its own axis with
-// the other axes rounded as in the forward pass (straight-through estimator). The forward and
-// the input gradient use v only; the shift gradient of axis a uses d on a and v on the others.
+// The forward and the input gradient use v only; the shift gradient of axis a uses d on a and
+// v on the others. With quantisation the forward and the input gradient use the rounded shifts
+// while the shift gradient is the derivative of the interpolation at the unrounded shifts
+// (a straight-through estimator, as the released kernel, which ignores `quantize` there).
 #pragma once
 
 #include <cmath>

@@ -207,14 +207,15 @@ template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     grad_shift_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
                       const acc_t* __restrict__ shift, acc_t* __restrict__ partial,
-                      Dims<index_t> g, bool quantize) {
+                      Dims<index_t> g) {
   __shared__ acc_t smem[3][kWarps];
   const index_t plane = g.Ho * g.Wo;
   const index_t per_channel = g.N * g.To * plane;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (index_t c = blockIdx.y; c < g.C; c += gridDim.y) {
     AxisTaps<acc_t> tt, th, tw;
-    load_taps(shift, g.C, c, quantize, tt, th, tw);
+    // Straight-through: a quantised shift gets the interpolation derivative at its real value.
+    load_taps(shift, g.C, c, /*quantize=*/false, tt, th, tw);
     acc_t sum_t = 0, sum_h = 0, sum_w = 0;
     for (index_t e = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x;
          e < per_channel; e += static_cast<index_t>(blockDim.x) * gridDim.x) {
@@ -332,7 +333,7 @@ at::Tensor rubiks_shift_grad_input_cuda(const at::Tensor& grad_, const at::Tenso
 
 at::Tensor rubiks_shift_grad_shift_cuda(const at::Tensor& grad_, const at::Tensor& x_,
                                         const at::Tensor& shift, at::IntArrayRef stride,
-                                        bool quantize) {
+                                        bool /*quantize: straight-through, unused*/) {
   const GeometryCuda g = make_geometry_cuda(x_.sizes(), stride);
   check_cuda_inputs(x_, shift, g.C);
   TORCH_CHECK(grad_.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
@@ -360,7 +361,7 @@ at::Tensor rubiks_shift_grad_shift_cuda(const at::Tensor& grad_, const at::Tenso
       using index_t = decltype(index_tag);
       grad_shift_kernel<scalar_t, acc_t, index_t><<<dim3(bx, by), kThreads, 0, stream>>>(
           grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), s.data_ptr<acc_t>(),
-          partial.data_ptr<acc_t>(), Dims<index_t>(g), quantize);
+          partial.data_ptr<acc_t>(), Dims<index_t>(g));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

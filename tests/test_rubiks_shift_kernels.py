@@ -1,0 +1,283 @@
+"""The compiled RubiksShift operator (cuda/): kernels against the reference, registration, build.
+
+The CPU kernels are built once per session (ninja, torch extensions cache; about 10-30 s cold on
+2 cores, well under a second warm). CUDA tests skip without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from actionlab.models.rubiksnet import RubiksShiftBlock
+from actionlab.ops import _extension
+from actionlab.ops import rubiks_shift as rs
+from actionlab.ops.rubiks_shift import rubiks_shift, rubiks_shift_kernel, rubiks_shift_reference
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel():
+    """Build (or reuse) the extension; a failed build fails these tests loudly."""
+    if os.environ.get(_extension.DISABLE_ENV, "0") not in ("", "0"):
+        pytest.skip(f"{_extension.DISABLE_ENV} is set: the kernels are disabled on purpose")
+    start = time.perf_counter()
+    assert rs.kernel_available(), f"RubiksShift build failed: {_extension.unavailable_reason()}"
+    print(f"\nRubiksShift extension ready in {time.perf_counter() - start:.1f}s")
+    return torch.ops.actionlab.rubiks_shift
+
+
+# (N, T, C, H, W), stride, shift scale: odd sizes, C not a multiple of 8, |shift| > 1, borders.
+CASES = [
+    ((2, 4, 11, 7, 9), (1, 1, 1), 1.0),
+    ((1, 5, 13, 8, 7), (1, 2, 2), 2.5),
+    ((2, 3, 6, 5, 6), (2, 3, 1), 6.0),
+    ((1, 6, 9, 9, 8), (1, 2, 2), 1.5),
+]
+INTEGER_SHIFTS = torch.tensor([[-1.0, 0.0, 2.0], [1.0, -2.0, 0.0], [0.0, 1.0, -1.0]])
+
+
+def make_inputs(shape, scale, seed=0, dtype=torch.float64, device="cpu", integers=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    shift = (torch.rand(3, shape[2], generator=g, dtype=torch.float64) * 2 - 1) * scale
+    if integers:  # exactly integer shifts take the central-difference gradient
+        shift[:, :3] = INTEGER_SHIFTS.to(shift.dtype)
+    return x.to(device, dtype), shift.to(device, dtype)
+
+
+def forward_backward(fn, x, shift, stride, quantize, grad):
+    x = x.detach().clone().requires_grad_()
+    shift = shift.detach().clone().requires_grad_()
+    out = fn(x, shift, stride, quantize)
+    out.backward(grad)
+    return out.detach(), x.grad, shift.grad
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize("shape,stride,scale", CASES)
+def test_kernel_matches_reference_float64(device, shape, stride, scale, quantize):
+    x, shift = make_inputs(shape, scale, device=device)
+    grad = torch.randn(rubiks_shift_reference(x, shift, stride).shape, dtype=x.dtype, device=device)
+    ref = forward_backward(rubiks_shift_reference, x, shift, stride, quantize, grad)
+    got = forward_backward(rubiks_shift_kernel, x, shift, stride, quantize, grad)
+    for name, a, b in zip(("output", "grad_x", "grad_shift"), got, ref):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernel_matches_reference_float32(device):
+    x, shift = make_inputs((2, 8, 21, 14, 14), 1.5, seed=3, dtype=torch.float32, device=device)
+    grad = torch.randn(2, 8, 21, 7, 7, device=device)
+    ref = forward_backward(rubiks_shift_reference, x, shift, (1, 2, 2), False, grad)
+    got = forward_backward(rubiks_shift_kernel, x, shift, (1, 2, 2), False, grad)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2)])
+def test_gradcheck_float64(device, stride):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 3, 5, 5, 6, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    # Shifts kept away from integers, where the interpolation is not differentiable.
+    frac = torch.rand(3, 5, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    whole = torch.randint(-2, 2, (3, 5), generator=g).to(torch.float64)
+    shift = (whole + frac).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b: rubiks_shift_kernel(a, b, stride), (x, shift), eps=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x, shift = make_inputs((2, 4, 5, 6, 5), 1.5, device=device, dtype=torch.float32)
+    x.requires_grad_()
+    shift.requires_grad_()
+    ops = torch.ops.actionlab
+    for stride, quantize in (([1, 1, 1], False), ([1, 2, 2], True)):
+        torch.library.opcheck(ops.rubiks_shift.default, (x, shift, stride, quantize))
+    grad = torch.randn(2, 4, 5, 3, 3, device=device)
+    torch.library.opcheck(
+        ops.rubiks_shift_grad_input.default, (grad, shift.detach(), list(x.shape), [1, 2, 2], False)
+    )
+    torch.library.opcheck(
+        ops.rubiks_shift_grad_shift.default, (grad, x.detach(), shift.detach(), [1, 2, 2], False)
+    )
+
+
+def test_auto_dispatches_to_the_kernel():
+    calls = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, shift = make_inputs((1, 3, 4, 5, 5), 1.0, dtype=torch.float32)
+    with Recorder():
+        rubiks_shift(x, shift, 1, impl="auto")
+    assert any("actionlab.rubiks_shift" in c for c in calls), calls
+    with pytest.raises(ValueError, match="impl must be one of"):
+        rubiks_shift(x, shift, impl="fast")
+
+
+def _block_and_input(device, impl="auto"):
+    torch.manual_seed(0)
+    block = RubiksShiftBlock(8, 16, stride=2, impl=impl).to(device)
+    x = torch.randn(2, 4, 8, 9, 9, device=device, requires_grad=True)
+    return block, x
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_fullgraph_block(device):
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        from functorch.compile import make_boxed_func
+        from torch._dynamo.backends.common import aot_autograd
+
+        # AOT autograd (fake tensors + our registered autograd) without inductor's slow codegen.
+        keep = lambda g, _: make_boxed_func(g)  # noqa: E731
+        return aot_autograd(fw_compiler=keep, bw_compiler=keep)(gm, example_inputs)
+
+    block, x = _block_and_input(device)
+    eager = block(x)
+    (gx_eager,) = torch.autograd.grad(eager.square().sum(), x)
+    compiled = torch.compile(block, fullgraph=True, backend=backend)
+    out = compiled(x)
+    (gx,) = torch.autograd.grad(out.square().sum(), x)
+    assert graphs and "actionlab.rubiks_shift" in graphs[0]
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, gx_eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_against_float32(device, dtype):
+    x, shift = make_inputs((2, 8, 19, 12, 12), 1.5, seed=5, dtype=torch.float32, device=device)
+    x = x.to(dtype).float()  # same values in both precisions, so only the arithmetic differs
+    grad = torch.randn(2, 8, 19, 6, 6, device=device).to(dtype).float()
+    ref = forward_backward(rubiks_shift_kernel, x, shift, (1, 2, 2), False, grad)
+    got = forward_backward(
+        lambda a, s, st, q: rubiks_shift_kernel(a.to(dtype), s, st, q).float(),
+        x, shift, (1, 2, 2), False, grad,
+    )
+    tol = 1e-2 if dtype == torch.float16 else 3e-2
+    torch.testing.assert_close(got[0], ref[0], rtol=tol, atol=tol)
+    torch.testing.assert_close(got[1], ref[1], rtol=tol, atol=tol)
+    # The shift gradient sums thousands of products; accumulation is fp32, inputs are rounded.
+    torch.testing.assert_close(got[2], ref[2], rtol=tol, atol=tol * ref[2].abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "device,dtype",
+    [
+        ("cpu", torch.bfloat16),
+        pytest.param("cuda", torch.float16, marks=[pytest.mark.cuda, pytest.mark.skipif(
+            not torch.cuda.is_available(), reason="needs a CUDA device")]),
+        pytest.param("cuda", torch.bfloat16, marks=[pytest.mark.cuda, pytest.mark.skipif(
+            not torch.cuda.is_available(), reason="needs a CUDA device")]),
+    ],
+)
+def test_autocast_runs_the_op_in_low_precision(device, dtype):
+    seen = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if "actionlab.rubiks_shift" in str(func):
+                seen.append((str(func), args[0].dtype, out.dtype))
+            return out
+
+    block, x = _block_and_input(device)
+    with torch.autocast(device, dtype=dtype), Recorder():
+        out = block(x)
+        out.float().sum().backward()
+    forward = [s for s in seen if s[0].startswith("actionlab.rubiks_shift.")]
+    assert forward and all(s[1] == dtype and s[2] == dtype for s in forward), seen
+    shift = block.as3.rubiks3d.shift
+    assert shift.grad is not None and shift.grad.dtype == torch.float32
+
+
+def test_fallback_when_disabled(monkeypatch):
+    """ACTIONLAB_NO_EXTENSION=1: one clear warning, then the reference, never an error."""
+    monkeypatch.setenv(_extension.DISABLE_ENV, "1")
+    monkeypatch.setattr(_extension, "_library", None)
+    monkeypatch.setattr(_extension, "_reason", None)
+    monkeypatch.setattr(rs, "_registered", False)
+    x, shift = make_inputs((1, 3, 4, 5, 5), 1.0, dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="ACTIONLAB_NO_EXTENSION=1") as record:
+        out = rubiks_shift(x, shift)
+        out2 = rubiks_shift(x, shift)
+    assert len([w for w in record if "RubiksShift" in str(w.message)]) == 1
+    assert "pure-PyTorch reference" in str(record[0].message)
+    assert torch.equal(out, rubiks_shift_reference(x, shift)) and torch.equal(out, out2)
+    with pytest.raises(RuntimeError, match="impl='kernel' needs the compiled operator"):
+        rubiks_shift(x, shift, impl="kernel")
+
+
+def test_fallback_without_compiler(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    monkeypatch.delenv(_extension.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(_extension, "_library", None)
+    monkeypatch.setattr(_extension, "_reason", None)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert _extension.load() is None
+
+
+@pytest.mark.timeout(300)
+def test_stale_build_lock_is_removed():
+    """A baton left by a killed build would make torch's loader wait forever; ours removes it."""
+    build_dir = _extension.build_directory(_extension.want_cuda())
+    baton = build_dir / "lock"
+    baton.touch()
+    with pytest.warns(RuntimeWarning, match="stale build lock"):
+        path = _extension._compile(_extension.want_cuda(), verbose=False)
+    assert Path(path).is_file() and not baton.exists()
+
+
+def test_busy_lock_times_out_into_the_fallback(monkeypatch):
+    from filelock import FileLock
+
+    build_dir = _extension.build_directory(_extension.want_cuda())
+    monkeypatch.setenv(_extension.TIMEOUT_ENV, "0.2")
+    monkeypatch.delenv(_extension.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(_extension, "_library", None)
+    monkeypatch.setattr(_extension, "_reason", None)
+    with FileLock(str(build_dir / "actionlab_build.lock")):
+        with pytest.warns(RuntimeWarning, match="Timeout"):
+            assert _extension.load() is None
+
+
+def test_sources_ship_with_the_package():
+    src = _extension.source_dir()
+    assert src == Path(_extension.__file__).resolve().parent / "csrc"
+    for name in _extension.SOURCES_CPU + _extension.SOURCES_CUDA + _extension.HEADERS:
+        assert (src / name).is_file(), name
+
+
+def test_input_errors_name_the_problem():
+    x = torch.randn(1, 2, 3, 4, 4)
+    with pytest.raises(RuntimeError, match=r"shift must be \(3, C=3\)"):
+        rubiks_shift_kernel(x, torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="stride must be"):
+        rubiks_shift_kernel(x, torch.zeros(3, 3), (1, 0, 1))
