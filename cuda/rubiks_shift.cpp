@@ -56,14 +56,20 @@ void check_shift(const at::Tensor& shift, int64_t C, const at::Tensor& like) {
 }
 
 template <typename acc_t>
-std::vector<AxisTaps<acc_t>> channel_taps(const at::Tensor& shift, bool quantize) {
+struct ChannelTaps {
+  AxisTaps<acc_t> t, h, w;
+};
+
+template <typename acc_t>
+std::vector<ChannelTaps<acc_t>> channel_taps(const at::Tensor& shift, bool quantize) {
   const at::Tensor s =
       shift.detach().to(at::kCPU, c10::CppTypeToScalarType<acc_t>::value).contiguous();
   const acc_t* p = s.template data_ptr<acc_t>();
   const int64_t C = s.size(1);
-  std::vector<AxisTaps<acc_t>> taps(3 * C);
-  for (int64_t a = 0; a < 3; ++a)
-    for (int64_t c = 0; c < C; ++c) taps[a * C + c] = make_taps<acc_t>(p[a * C + c], quantize);
+  std::vector<ChannelTaps<acc_t>> taps(C);
+  for (int64_t c = 0; c < C; ++c)
+    taps[c] = {make_taps<acc_t>(p[c], quantize), make_taps<acc_t>(p[C + c], quantize),
+               make_taps<acc_t>(p[2 * C + c], quantize)};
   return taps;
 }
 
@@ -131,9 +137,7 @@ void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& 
     std::vector<acc_t> acc(g.Wo);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
-      const auto& tt = taps[c];
-      const auto& th = taps[C + c];
-      const auto& tw = taps[2 * C + c];
+      const auto& [tt, th, tw] = taps[c];
       scalar_t* dst = op + task * out_plane;
       for (int64_t ho = 0; ho < g.Ho; ++ho) {
         std::fill(acc.begin(), acc.end(), acc_t(0));
@@ -172,9 +176,7 @@ void grad_input_cpu_impl(const at::Tensor& grad, const at::Tensor& shift, at::Te
     std::vector<acc_t> grow(g.Wo);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, ti = nt % g.T, n = nt / g.T;
-      const auto& tt = taps[c];
-      const auto& th = taps[C + c];
-      const auto& tw = taps[2 * C + c];
+      const auto& [tt, th, tw] = taps[c];
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int i = 0; i < 3; ++i) {
         // Output frames `to` with to * sT + base + i == ti read this input frame.
@@ -220,9 +222,7 @@ at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
     std::vector<acc_t> grow(g.Wo);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
-      const auto& tt = taps[c];
-      const auto& th = taps[C + c];
-      const auto& tw = taps[2 * C + c];
+      const auto& [tt, th, tw] = taps[c];
       const scalar_t* gplane = gp + task * out_plane;
       acc_t gt = 0, gh = 0, gw = 0;
       for (int64_t ho = 0; ho < g.Ho; ++ho) {

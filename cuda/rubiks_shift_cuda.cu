@@ -98,6 +98,21 @@ __device__ __forceinline__ void load_taps(const acc_t* __restrict__ shift, int64
   tw = make_taps<acc_t>(shift[2 * C + c], quantize);
 }
 
+// (n, t, c, h, w) of a flat index into a contiguous (N, T, C, H, W) tensor.
+template <typename index_t>
+__device__ __forceinline__ void unravel(index_t idx, index_t T, index_t C, index_t H, index_t W,
+                                        index_t& n, index_t& t, index_t& c, index_t& h,
+                                        index_t& w) {
+  w = idx % W;
+  idx /= W;
+  h = idx % H;
+  idx /= H;
+  c = idx % C;
+  idx /= C;
+  t = idx % T;
+  n = idx / T;
+}
+
 // One thread per output element; 8 gathers for interpolated shifts, 1 for quantised ones.
 template <typename scalar_t, typename acc_t, typename index_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ shift,
@@ -105,14 +120,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const acc_t* __re
                                index_t total) {
   for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<index_t>(blockDim.x) * gridDim.x) {
-    const index_t wo = idx % g.Wo;
-    index_t r = idx / g.Wo;
-    const index_t ho = r % g.Ho;
-    r /= g.Ho;
-    const index_t c = r % g.C;
-    r /= g.C;
-    const index_t to = r % g.To;
-    const index_t n = r / g.To;
+    index_t n, to, c, ho, wo;
+    unravel(idx, g.To, g.C, g.Ho, g.Wo, n, to, c, ho, wo);
     AxisTaps<acc_t> tt, th, tw;
     load_taps(shift, g.C, c, quantize, tt, th, tw);
     acc_t acc = acc_t(0);
@@ -156,14 +165,8 @@ __global__ void grad_input_kernel(const scalar_t* __restrict__ grad,
                                   Dims<index_t> g, bool quantize, index_t total) {
   for (index_t idx = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<index_t>(blockDim.x) * gridDim.x) {
-    const index_t wi = idx % g.W;
-    index_t r = idx / g.W;
-    const index_t hi = r % g.H;
-    r /= g.H;
-    const index_t c = r % g.C;
-    r /= g.C;
-    const index_t ti = r % g.T;
-    const index_t n = r / g.T;
+    index_t n, ti, c, hi, wi;
+    unravel(idx, g.T, g.C, g.H, g.W, n, ti, c, hi, wi);
     AxisTaps<acc_t> tt, th, tw;
     load_taps(shift, g.C, c, quantize, tt, th, tw);
     acc_t acc = acc_t(0);

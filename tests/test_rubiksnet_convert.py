@@ -67,14 +67,6 @@ def write_official(path, tier="tiny", variant="rubiks3d", num_classes=7, prefix=
     return ckpt
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(
     "tier,variant,file_variant,prefix",
     [
@@ -92,7 +84,7 @@ def test_load_pretrained_official_layout(tmp_path, tier, variant, file_variant, 
     for key, value in ckpt["model"].items():
         assert torch.equal(own[key[len(prefix):]], value), key
     model.eval()
-    logits = model(torch.randn(1, 3, 2, 32, 32))
+    logits = model(torch.randn(1, 3, 2, 16, 16))
     assert logits.shape == (1, 7) and torch.isfinite(logits).all()
 
 
@@ -144,7 +136,7 @@ def test_convert_cli_writes_a_lab_checkpoint(tmp_path, variant):
     rebuilt.load_state_dict(state, strict=True)
     reference = RubiksNet.load_pretrained(str(src))
     assert rebuilt.variant == variant
-    x = torch.randn(1, 3, 2, 32, 32)
+    x = torch.randn(1, 3, 2, 16, 16)
     torch.testing.assert_close(rebuilt.eval()(x), reference.eval()(x))
     with pytest.raises(SystemExit, match="lists 3 classes"):
         names.write_text("a\nb\nc\n")

@@ -1,0 +1,169 @@
+"""RubiksShift speed: pure-PyTorch reference vs the compiled op, each relative to ``x.clone()``.
+
+Shapes are RubiksNet-Tiny's at 8x224 with batch 8 (N*T = 64): the stage widths and
+resolutions C x H x W = 54x56x56, 216x28x28 (here with stride 1), 432x14x14, plus a stride-2
+shift 108x56x56 -> 28x28. For every shape and implementation it times the forward, the
+backward alone (input and shift gradients) and forward+backward, and each over a plain copy of
+the input (``x.clone()``), which is the floor for any shift. Runs on CPU always and on the GPU
+when one is visible (fp32, and fp16/bf16 for the kernel).
+
+    python bench/rubiks_shift.py [--device cpu|cuda|all] [--repeats 5] [--quick]
+
+Writes ``bench/results/rubiks_shift.json`` (the section of each device measured; other devices'
+sections already in the file are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from actionlab.ops import _extension
+from actionlab.ops.rubiks_shift import kernel_available, rubiks_shift_kernel, rubiks_shift_reference
+
+RESULTS = Path(__file__).resolve().parent / "results" / "rubiks_shift.json"
+# (N, T, C, H, W), stride (T, H, W)
+SHAPES = [
+    ((8, 8, 54, 56, 56), (1, 1, 1)),
+    ((8, 8, 108, 56, 56), (1, 2, 2)),
+    ((8, 8, 216, 28, 28), (1, 1, 1)),
+    ((8, 8, 432, 14, 14), (1, 1, 1)),
+]
+QUICK_SHAPES = [((2, 8, 54, 28, 28), (1, 1, 1)), ((2, 8, 108, 28, 28), (1, 2, 2))]
+IMPLS = {"reference": rubiks_shift_reference, "kernel": rubiks_shift_kernel}
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: str, repeats: int, setup=None) -> float:
+    """Median milliseconds of ``fn()`` (after ``setup()``, untimed), one warm-up run."""
+    samples = []
+    for i in range(repeats + 1):
+        arg = setup() if setup is not None else None
+        _sync(device)
+        start = time.perf_counter()
+        fn(arg)
+        _sync(device)
+        if i:
+            samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def bench_case(shape, stride, impl: str, dtype: torch.dtype, device: str, repeats: int) -> dict:
+    fn = IMPLS[impl]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(device, dtype)
+    shift = (torch.rand(3, shape[2], generator=g) * 2 - 1).to(device)  # fp32 shifts, as in AMP
+    out_shape = fn(x, shift, stride).shape
+    grad = torch.randn(out_shape, device=device, dtype=dtype)
+    xg = x.clone().requires_grad_()
+    sg = shift.clone().requires_grad_()
+
+    def forward(_):
+        with torch.no_grad():
+            fn(x, shift, stride)
+
+    def make_graph():
+        xg.grad = sg.grad = None
+        return fn(xg, sg, stride)
+
+    def backward(out):
+        out.backward(grad)
+
+    def forward_backward(_):
+        xg.grad = sg.grad = None
+        fn(xg, sg, stride).backward(grad)
+
+    clone = _time(lambda _: x.clone(), device, repeats)
+    fwd = _time(forward, device, repeats)
+    bwd = _time(backward, device, repeats, setup=make_graph)
+    fwd_bwd = _time(forward_backward, device, repeats)
+    return {
+        "shape": list(shape), "stride": list(stride), "impl": impl,
+        "dtype": str(dtype).replace("torch.", ""), "clone_ms": clone, "forward_ms": fwd,
+        "backward_ms": bwd, "forward_backward_ms": fwd_bwd, "forward_vs_clone": fwd / clone,
+        "backward_vs_clone": bwd / clone, "forward_backward_vs_clone": fwd_bwd / clone,
+    }
+
+
+def run_device(device: str, repeats: int, quick: bool) -> dict:
+    shapes = QUICK_SHAPES if quick else SHAPES
+    rows = []
+    cases = [("reference", torch.float32), ("kernel", torch.float32)]
+    if device == "cuda":
+        cases += [("kernel", torch.float16), ("kernel", torch.bfloat16)]
+    for shape, stride in shapes:
+        for impl, dtype in cases:
+            reps = max(2, repeats // 2) if impl == "reference" and device == "cpu" else repeats
+            rows.append(bench_case(shape, stride, impl, dtype, device, reps))
+            print_row(rows[-1])
+    speedups = []
+    for shape, stride in shapes:
+        ref, ker = (
+            next(r for r in rows if r["shape"] == list(shape) and r["stride"] == list(stride)
+                 and r["impl"] == impl and r["dtype"] == "float32")
+            for impl in ("reference", "kernel")
+        )
+        speedups.append({
+            "shape": list(shape), "stride": list(stride),
+            **{f"{k}_speedup": ref[f"{k}_ms"] / ker[f"{k}_ms"] for k in ("forward", "backward", "forward_backward")},
+        })
+    info = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "repeats": repeats,
+        "quick": quick,
+    }
+    return {"info": info, "rows": rows, "speedup_kernel_over_reference": speedups}
+
+
+def print_row(r: dict) -> None:
+    shape = "x".join(map(str, r["shape"]))
+    print(f"{shape:>16} s{''.join(map(str, r['stride']))} {r['impl']:>9} {r['dtype']:>8} | "
+          f"clone {r['clone_ms']:8.2f} ms | fwd {r['forward_ms']:9.2f} ms ({r['forward_vs_clone']:6.2f}x) | "
+          f"bwd {r['backward_ms']:9.2f} ms ({r['backward_vs_clone']:6.2f}x) | "
+          f"fwd+bwd {r['forward_backward_ms']:9.2f} ms ({r['forward_backward_vs_clone']:6.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if not kernel_available():
+        raise SystemExit(f"the compiled RubiksShift op is unavailable: {_extension.unavailable_reason()}")
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        devices.remove("cuda")
+        print("no CUDA device: GPU rows skipped")
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for device in devices:
+        print(f"== {device} (times are medians; (Nx) = relative to x.clone() of the input) ==")
+        results[device] = run_device(device, args.repeats, args.quick)
+        for s in results[device]["speedup_kernel_over_reference"]:
+            print(f"   speedup kernel/reference {'x'.join(map(str, s['shape']))} s{''.join(map(str, s['stride']))}: "
+                  f"fwd {s['forward_speedup']:.1f}x, bwd {s['backward_speedup']:.1f}x, "
+                  f"fwd+bwd {s['forward_backward_speedup']:.1f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
