@@ -1,0 +1,137 @@
+"""The training spine end to end: config composition, fast_dev_run, resume, eval, multirun, W&B."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from actionlab import evaluate, train
+from actionlab.models.convert.common import read_lab_checkpoint
+from conftest import CONF_DIR, REPO
+
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (REPO / "conf" / "data").glob("*.yaml"))
+
+
+def test_every_model_data_pair_composes():
+    GlobalHydra.instance().clear()
+    pairs = 0
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        for model in MODELS:
+            for data in DATASETS:
+                cfg = compose("train", overrides=[f"model={model}", f"data={data}"])
+                # The model reads class count and clip length from the data config.
+                assert cfg.model.num_classes == cfg.data.num_classes, (model, data)
+                if "num_frames" in cfg.model:
+                    assert cfg.model.num_frames == cfg.data.num_frames, (model, data)
+                assert cfg.model._target_.startswith("actionlab.models."), model
+                assert cfg.data._target_ == "actionlab.data.datamodule.VideoDataModule", data
+                pairs += 1
+    assert pairs == len(MODELS) * len(DATASETS) >= 8
+
+
+def test_unknown_model_lists_the_choices():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        with pytest.raises(MissingConfigException, match="rubiks_tiny"):
+            compose("train", overrides=["model=rubiks_huge"])
+
+
+def test_fast_dev_run_train_then_eval(compose_train, compose_eval, tmp_path):
+    cfg = compose_train("trainer.max_epochs=2", "data.num_frames=4", "data.crop_size=32", "data.scale_size=40",
+                        "data.train_scale_size=[36,44]")
+    metrics = train.run(cfg)
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and "train/loss_epoch" in metrics
+    out = Path(cfg.paths.output_dir)
+    assert (out / "config_resolved.yaml").is_file()
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    state, info = read_lab_checkpoint(last)
+    assert info["class_names"][0] == "Moving something from left to right"
+    assert info["model"]["_target_"] == "actionlab.models.rubiksnet.rubiksnet_tiny"
+    assert not any(isinstance(v, str) and "${" in v for v in info["data"].values())
+
+    ecfg = compose_eval(f"ckpt_path={last}", "split=val")
+    results = evaluate.run(ecfg)
+    assert results["val/acc"] == pytest.approx(metrics["val/acc"], abs=1e-6)
+    assert (Path(ecfg.paths.output_dir) / "metrics.json").is_file()
+
+
+def test_debug_fdr_runs_one_batch(compose_train):
+    cfg = compose_train("debug=fdr", "data.num_frames=4", "data.crop_size=32", "data.scale_size=40",
+                        "data.train_scale_size=40")
+    assert cfg.trainer.fast_dev_run is True and cfg.logger is None
+    train.run(cfg)
+
+
+def test_resume_continues_from_last_checkpoint(compose_train):
+    small = ["data.num_frames=4", "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=40"]
+    cfg = compose_train(*small)
+    train.run(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    first = torch.load(last, map_location="cpu", weights_only=True)
+    assert first["epoch"] == 0
+    cfg2 = compose_train(*small, "trainer.max_epochs=2", f"ckpt_path={last}",
+                         f"paths.output_dir={cfg.paths.output_dir}/resumed")
+    cfg2.paths.output_dir = str(Path(cfg.paths.output_dir) / "resumed")
+    train.run(cfg2)
+    resumed = torch.load(Path(cfg2.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
+                         weights_only=True)
+    assert resumed["epoch"] == 1
+    assert resumed["global_step"] == 2 * first["global_step"]
+    # The LR schedule continued rather than restarting.
+    assert resumed["lr_schedulers"][0]["last_epoch"] == resumed["global_step"]
+
+
+def test_missing_resume_checkpoint_is_a_clear_error(compose_train):
+    cfg = compose_train("ckpt_path=/nope/last.ckpt")
+    with pytest.raises(FileNotFoundError, match="ckpt_path=/nope/last.ckpt"):
+        train.run(cfg)
+
+
+def test_eval_rejects_foreign_checkpoint(compose_eval, tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(Exception, match="not an actionlab checkpoint"):
+        evaluate.run(compose_eval(f"ckpt_path={tmp_path / 'foreign.pt'}"))
+
+
+def test_wandb_offline_run_directory(compose_train, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train("logger=wandb", "logger.wandb.project=test", "data.num_frames=4",
+                        "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=40",
+                        "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1")
+    assert OmegaConf.to_container(cfg.logger, resolve=True)["wandb"]["offline"] is True
+    train.run(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_multirun_two_jobs(tmp_path, synthetic_root):
+    cmd = [
+        sys.executable, str(REPO / "train.py"), "-m", "optimizer.lr=0.1,0.05", "trainer=cpu",
+        "logger=csv", f"data.root={synthetic_root}", "data.annotations.num_train=32",
+        "data.annotations.num_val=16", "data.annotations.min_frames=10", "data.annotations.max_frames=12",
+        "data.num_frames=4", "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=40",
+        "data.batch_size=8", "data.num_workers=0", "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1", "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}/sweep",
+        f"paths.root_dir={tmp_path}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        job_dir = tmp_path / "sweep" / job
+        assert (job_dir / "checkpoints" / "last.ckpt").is_file()
+        overrides = (job_dir / ".hydra" / "overrides.yaml").read_text()
+        assert "optimizer.lr=" in overrides
+    lrs = {OmegaConf.load(tmp_path / "sweep" / j / ".hydra" / "config.yaml").optimizer.lr for j in "01"}
+    assert lrs == {0.1, 0.05}
