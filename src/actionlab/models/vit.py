@@ -145,8 +145,7 @@ class Embeddings(nn.Module):
 
     def __init__(self, size: ViTSize, img_size: int) -> None:
         super().__init__()
-        if img_size % size.patch:
-            raise ValueError(f"img_size {img_size} is not a multiple of the patch size {size.patch}")
+        # Like a strided conv, a side that is not a multiple of the patch drops its last pixels.
         self.patch = size.patch
         self.grid = img_size // size.patch
         self.patch_embeddings = nn.Conv2d(3, size.hidden, size.patch, stride=size.patch)
