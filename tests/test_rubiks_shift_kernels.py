@@ -31,7 +31,7 @@ DEVICES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def kernel():
     """Build (or reuse) the extension; a failed build fails these tests loudly."""
     if os.environ.get(_extension.DISABLE_ENV, "0") not in ("", "0"):
@@ -72,7 +72,7 @@ def forward_backward(fn, x, shift, stride, quantize, grad):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("quantize", [False, True])
 @pytest.mark.parametrize("shape,stride,scale", CASES)
-def test_kernel_matches_reference_float64(device, shape, stride, scale, quantize):
+def test_kernel_matches_reference_float64(kernel, device, shape, stride, scale, quantize):
     x, shift = make_inputs(shape, scale, device=device)
     grad = torch.randn(rubiks_shift_reference(x, shift, stride).shape, dtype=x.dtype, device=device)
     ref = forward_backward(rubiks_shift_reference, x, shift, stride, quantize, grad)
@@ -83,7 +83,7 @@ def test_kernel_matches_reference_float64(device, shape, stride, scale, quantize
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_kernel_matches_reference_float32(device):
+def test_kernel_matches_reference_float32(kernel, device):
     x, shift = make_inputs((2, 8, 21, 14, 14), 1.5, seed=3, dtype=torch.float32, device=device)
     grad = torch.randn(2, 8, 21, 7, 7, device=device)
     ref = forward_backward(rubiks_shift_reference, x, shift, (1, 2, 2), False, grad)
@@ -94,7 +94,7 @@ def test_kernel_matches_reference_float32(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2)])
-def test_gradcheck_float64(device, stride):
+def test_gradcheck_float64(kernel, device, stride):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, 3, 5, 5, 6, generator=g, dtype=torch.float64).to(device).requires_grad_()
     # Shifts kept away from integers, where the interpolation is not differentiable.
@@ -107,7 +107,7 @@ def test_gradcheck_float64(device, stride):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
+def test_opcheck(kernel, device):
     x, shift = make_inputs((2, 4, 5, 6, 5), 1.5, device=device, dtype=torch.float32)
     x.requires_grad_()
     shift.requires_grad_()
@@ -123,7 +123,7 @@ def test_opcheck(device):
     )
 
 
-def test_auto_dispatches_to_the_kernel():
+def test_auto_dispatches_to_the_kernel(kernel):
     calls = []
 
     class Recorder(TorchDispatchMode):
@@ -147,7 +147,7 @@ def _block_and_input(device, impl="auto"):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_compile_fullgraph_block(device):
+def test_compile_fullgraph_block(kernel, device):
     graphs = []
 
     def backend(gm, example_inputs):
@@ -172,7 +172,7 @@ def test_compile_fullgraph_block(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_against_float32(device, dtype):
+def test_low_precision_against_float32(kernel, device, dtype):
     x, shift = make_inputs((2, 8, 19, 12, 12), 1.5, seed=5, dtype=torch.float32, device=device)
     x = x.to(dtype).float()  # same values in both precisions, so only the arithmetic differs
     grad = torch.randn(2, 8, 19, 6, 6, device=device).to(dtype).float()
@@ -198,7 +198,7 @@ def test_low_precision_against_float32(device, dtype):
             not torch.cuda.is_available(), reason="needs a CUDA device")]),
     ],
 )
-def test_autocast_runs_the_op_in_low_precision(device, dtype):
+def test_autocast_runs_the_op_in_low_precision(kernel, device, dtype):
     seen = []
 
     class Recorder(TorchDispatchMode):
@@ -244,8 +244,27 @@ def test_fallback_without_compiler(monkeypatch):
         assert _extension.load() is None
 
 
+def test_fallback_when_the_build_fails(monkeypatch, tmp_path):
+    """A compiler error: one warning quoting it, the reference is used, nothing raises."""
+    broken = tmp_path / "csrc"
+    broken.mkdir()
+    for name in _extension.SOURCES_CPU + _extension.SOURCES_CUDA + _extension.HEADERS:
+        (broken / name).write_text("#error deliberately broken source\n")
+    monkeypatch.setattr(_extension, "source_dir", lambda: broken)
+    # Its own name: torch versions extensions by name within a process.
+    monkeypatch.setattr(_extension, "extension_name", lambda with_cuda: "actionlab_broken_test")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(_extension.CUDA_ENV, "0")
+    monkeypatch.delenv(_extension.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(_extension, "_library", None)
+    monkeypatch.setattr(_extension, "_reason", None)
+    with pytest.warns(RuntimeWarning, match="the build failed .*deliberately broken source"):
+        assert _extension.load() is None
+    assert "deliberately broken" in _extension.unavailable_reason()
+
+
 @pytest.mark.timeout(300)
-def test_stale_build_lock_is_removed():
+def test_stale_build_lock_is_removed(kernel):
     """A baton left by a killed build would make torch's loader wait forever; ours removes it."""
     build_dir = _extension.build_directory(_extension.want_cuda())
     baton = build_dir / "lock"
@@ -255,7 +274,7 @@ def test_stale_build_lock_is_removed():
     assert Path(path).is_file() and not baton.exists()
 
 
-def test_busy_lock_times_out_into_the_fallback(monkeypatch):
+def test_busy_lock_times_out_into_the_fallback(kernel, monkeypatch):
     from filelock import FileLock
 
     build_dir = _extension.build_directory(_extension.want_cuda())
@@ -275,7 +294,7 @@ def test_sources_ship_with_the_package():
         assert (src / name).is_file(), name
 
 
-def test_input_errors_name_the_problem():
+def test_input_errors_name_the_problem(kernel):
     x = torch.randn(1, 2, 3, 4, 4)
     with pytest.raises(RuntimeError, match=r"shift must be \(3, C=3\)"):
         rubiks_shift_kernel(x, torch.zeros(3, 4))

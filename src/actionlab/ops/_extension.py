@@ -175,8 +175,10 @@ def load(verbose: bool = False, *, warn: bool = True, force: bool = False) -> st
         try:
             _library = _compile(with_cuda, verbose)
         except Exception as err:  # compiler errors, lock timeouts, loader errors
-            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-            detail = " | ".join(lines[-6:]) if lines else type(err).__name__
+            lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+            # The first compiler errors say why; the last lines are ninja's summary.
+            errors = [ln for ln in lines if "error" in ln.lower()][:3]
+            detail = " | ".join(dict.fromkeys(lines[:1] + errors)) if lines else type(err).__name__
             reason = f"the build failed ({type(err).__name__}: {detail})"
         else:
             _reason = None
