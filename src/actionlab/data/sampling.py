@@ -1,15 +1,55 @@
 """Clip samplers: which frame indices (0-based) of a video make a clip.
 
-TSN/TSM segment sampling (``shared/design/papers/rubiksnet.md`` section 4.2): the video is cut
-into ``num_segments`` equal segments; training takes a random frame in each, evaluation the
-segment centres ``int(tick / 2 + tick * k)``.
+Two families, both returning sorted indices that never point past the last frame:
+
+- TSN/TSM **segments** (``shared/design/papers/rubiksnet.md`` section 4.2): the whole video is
+  cut into ``num_segments`` equal segments; training takes a random frame in each, evaluation the
+  segment centres ``int(tick / 2 + tick * k)``, and the TSM "twice sample" 2-clip protocol adds
+  the segment starts ``int(tick * k)``.
+- **Dense** clips (I3D/SlowFast/X3D, ``vov3d_x3d_multigrid.md`` section D.1): ``clip_len``
+  frames ``sampling_rate`` apart; training draws the start uniformly, evaluation takes
+  ``num_clips`` evenly spaced starts. With ``target_fps`` the rate is in frames of a
+  ``target_fps`` video (PySlowFast ``TARGET_FPS``), so a 60 fps video steps twice as far.
+
+Short videos are padded by ``pad="repeat"`` (the last frame repeats: clamping, as PySlowFast)
+or ``pad="loop"`` (the video restarts from frame 0).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["segment_indices", "SegmentSampler"]
+__all__ = [
+    "PAD_MODES",
+    "segment_indices",
+    "twice_sample_indices",
+    "dense_indices",
+    "pad_indices",
+    "fps_scaled_rate",
+    "SegmentSampler",
+    "DenseSampler",
+]
+
+PAD_MODES = ("repeat", "loop")
+
+
+def _check_length(num_frames: int) -> None:
+    if num_frames <= 0:
+        raise ValueError(f"cannot sample a clip from a video with {num_frames} frames")
+
+
+def pad_indices(indices: np.ndarray, num_frames: int, pad: str = "repeat") -> np.ndarray:
+    """Map indices at or past the end back into ``[0, num_frames)``.
+
+    ``repeat`` clamps to the last frame; ``loop`` wraps around (``i % num_frames``), which keeps
+    motion going instead of freezing but is no longer sorted when it wraps.
+    """
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
+    indices = np.maximum(np.asarray(indices, dtype=np.int64), 0)
+    if pad == "loop":
+        return indices % num_frames
+    return np.minimum(indices, num_frames - 1)
 
 
 def segment_indices(
@@ -19,8 +59,7 @@ def segment_indices(
 
     Videos shorter than the clip repeat frames (evenly) instead of reading past the end.
     """
-    if num_frames <= 0:
-        raise ValueError(f"cannot sample a clip from a video with {num_frames} frames")
+    _check_length(num_frames)
     k = np.arange(num_segments)
     if train:
         rng = rng if rng is not None else np.random.default_rng()
@@ -32,11 +71,108 @@ def segment_indices(
     return np.minimum((tick / 2.0 + tick * k).astype(np.int64), num_frames - 1)
 
 
+def twice_sample_indices(num_frames: int, num_segments: int) -> list[np.ndarray]:
+    """TSM ``--twice_sample`` test views: ``[segment centres, segment starts]``, 0-based.
+
+    ``tick = num_frames / num_segments``; clip 1 is ``int(tick / 2 + tick * k)``, clip 2
+    ``int(tick * k)`` for ``k = 0 .. num_segments - 1`` (TSM ``_get_test_indices`` without its
+    ``+ 1``). Both are sorted and inside ``[0, num_frames)``.
+    """
+    _check_length(num_frames)
+    tick = num_frames / num_segments
+    k = np.arange(num_segments)
+    last = num_frames - 1
+    centres = np.minimum((tick / 2.0 + tick * k).astype(np.int64), last)
+    starts = np.minimum((tick * k).astype(np.int64), last)
+    return [centres, starts]
+
+
+def fps_scaled_rate(sampling_rate: float, video_fps: float | None, target_fps: float | None) -> float:
+    """Source-frame step for ``sampling_rate`` frames of a ``target_fps`` video.
+
+    A 16x5 X3D clip means every 5th frame *at 30 fps*; on a 60 fps video that is every 10th.
+    Without either fps the rate is used as given.
+    """
+    if not target_fps or not video_fps or video_fps <= 0:
+        return float(sampling_rate)
+    return float(sampling_rate) * float(video_fps) / float(target_fps)
+
+
+def dense_indices(
+    num_frames: int,
+    clip_len: int,
+    sampling_rate: float,
+    train: bool,
+    rng: np.random.Generator | None = None,
+    num_clips: int = 1,
+    pad: str = "repeat",
+) -> list[np.ndarray]:
+    """``num_clips`` clips of ``clip_len`` frames, ``sampling_rate`` frames apart.
+
+    The clip spans ``clip_len * sampling_rate`` source frames; ``delta = max(0, num_frames -
+    span)`` is the range of valid starts. Training draws each start uniformly in ``[0, delta]``.
+    Evaluation spaces the starts evenly over ``[0, delta]``: both ends are covered
+    (``linspace(0, delta, num_clips)``, PySlowFast ``USE_OFFSET_SAMPLING``), and a single clip
+    is the centre one (``delta // 2``). A fractional rate (see ``fps_scaled_rate``) is rounded
+    per frame. Indices past the end (videos shorter than the span) are padded by ``pad``.
+    """
+    _check_length(num_frames)
+    if clip_len <= 0 or sampling_rate <= 0 or num_clips <= 0:
+        raise ValueError(
+            f"clip_len ({clip_len}), sampling_rate ({sampling_rate}) and num_clips ({num_clips}) "
+            "must be positive"
+        )
+    span = clip_len * sampling_rate
+    delta = max(0, int(np.floor(num_frames - span)))
+    if train:
+        rng = rng if rng is not None else np.random.default_rng()
+        starts = rng.integers(0, delta + 1, size=num_clips)
+    elif num_clips == 1:
+        starts = np.array([delta // 2])
+    else:
+        starts = np.round(np.linspace(0, delta, num_clips)).astype(np.int64)
+    offsets = np.floor(np.arange(clip_len) * sampling_rate + 1e-6).astype(np.int64)
+    return [pad_indices(int(s) + offsets, num_frames, pad) for s in starts]
+
+
 class SegmentSampler:
     """TSN segment sampler: random offset per segment for training, centres for evaluation."""
 
     def __init__(self, num_segments: int) -> None:
         self.num_segments = num_segments
 
-    def __call__(self, num_frames: int, train: bool, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, num_frames: int, train: bool, rng: np.random.Generator, fps: float | None = None
+    ) -> np.ndarray:
         return segment_indices(num_frames, self.num_segments, train, rng)
+
+
+class DenseSampler:
+    """One dense clip per sample (``dense_indices`` with ``num_clips=1``).
+
+    Args:
+        clip_len: frames per clip (``data.num_frames``).
+        sampling_rate: step between frames, in frames of a ``target_fps`` video if given.
+        target_fps: the frame rate ``sampling_rate`` refers to (30 for Kinetics X3D recipes);
+            None uses source frames whatever the video's frame rate.
+        pad: ``repeat`` or ``loop`` for videos shorter than the clip.
+    """
+
+    needs_fps = True
+
+    def __init__(
+        self, clip_len: int, sampling_rate: int = 1, target_fps: float | None = None, pad: str = "repeat"
+    ) -> None:
+        if pad not in PAD_MODES:
+            raise ValueError(f"data.pad must be one of {PAD_MODES}, got {pad!r}")
+        self.clip_len = clip_len
+        self.sampling_rate = sampling_rate
+        self.target_fps = target_fps
+        self.pad = pad
+        self.needs_fps = target_fps is not None
+
+    def __call__(
+        self, num_frames: int, train: bool, rng: np.random.Generator, fps: float | None = None
+    ) -> np.ndarray:
+        rate = fps_scaled_rate(self.sampling_rate, fps, self.target_fps)
+        return dense_indices(num_frames, self.clip_len, rate, train, rng, pad=self.pad)[0]
