@@ -42,5 +42,10 @@ lint: install-dev
 	$(PY) -m pip install -q ruff
 	$(PY) -m ruff check src tests bench train.py eval.py
 
+# Regenerates the README model table (params, GMACs at each paper input, CPU latency) between
+# the zoo markers; ARGS=--no-latency skips the timing.
+zoo: install
+	$(PY) -m actionlab.profile --zoo --readme README.md $(ARGS)
+
 clean:
 	rm -rf $(VENV) logs .pytest_cache
