@@ -75,56 +75,69 @@ std::vector<ChannelTaps<acc_t>> channel_taps(const at::Tensor& shift, bool quant
 
 int64_t grain_for(int64_t plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)); }
 
-// acc[o] += a * src[o * stride + offset] over the valid range of o.
-template <typename scalar_t, typename acc_t>
-inline void axpy_gather(acc_t* acc, const scalar_t* src, int64_t n_out, int64_t n_in,
-                        int64_t stride, int64_t offset, acc_t a) {
-  int64_t lo, hi;
-  valid_range(n_out, n_in, stride, offset, &lo, &hi);
-  const scalar_t* s = src + offset;
-  if (stride == 1) {
-#pragma omp simd
-    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(s[o]);
-  } else {
-    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(s[o * stride]);
-  }
-}
+// Valid output ranges of the three slots of one axis: slot k reads input o * stride + base + k.
+struct SlotRanges {
+  int64_t lo[3], hi[3];
+};
 
-// dst[o * stride + offset] += a * src[o] over the valid range of o (the adjoint of the above).
 template <typename acc_t>
-inline void axpy_scatter(acc_t* dst, const acc_t* src, int64_t n_out, int64_t n_in,
-                         int64_t stride, int64_t offset, acc_t a) {
-  int64_t lo, hi;
-  valid_range(n_out, n_in, stride, offset, &lo, &hi);
-  acc_t* d = dst + offset;
+SlotRanges slot_ranges(const AxisTaps<acc_t>& taps, int64_t out_len, int64_t in_len,
+                       int64_t stride) {
+  SlotRanges r;
+  for (int k = 0; k < 3; ++k) valid_range(out_len, in_len, stride, taps.base + k, &r.lo[k], &r.hi[k]);
+  return r;
+}
+
+// acc[o] += a * src[o * stride] for o in [lo, hi).
+template <typename scalar_t, typename acc_t>
+inline void axpy_gather(acc_t* __restrict__ acc, const scalar_t* __restrict__ src, int64_t lo,
+                        int64_t hi, int64_t stride, acc_t a) {
   if (stride == 1) {
 #pragma omp simd
-    for (int64_t o = lo; o < hi; ++o) d[o] += a * src[o];
+    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(src[o]);
   } else {
-    for (int64_t o = lo; o < hi; ++o) d[o * stride] += a * src[o];
+    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(src[o * stride]);
   }
 }
 
-// sum_o g[o] * src[o * stride + offset] over the valid range of o.
+// dst[o * stride] += a * src[o] for o in [lo, hi) (the adjoint of the above).
 template <typename scalar_t, typename acc_t>
-inline acc_t dot_gather(const acc_t* g, const scalar_t* src, int64_t n_out, int64_t n_in,
-                        int64_t stride, int64_t offset) {
-  int64_t lo, hi;
-  valid_range(n_out, n_in, stride, offset, &lo, &hi);
-  const scalar_t* s = src + offset;
+inline void axpy_scatter(acc_t* __restrict__ dst, const scalar_t* __restrict__ src, int64_t lo,
+                         int64_t hi, int64_t stride, acc_t a) {
+  if (stride == 1) {
+#pragma omp simd
+    for (int64_t o = lo; o < hi; ++o) dst[o] += a * static_cast<acc_t>(src[o]);
+  } else {
+    for (int64_t o = lo; o < hi; ++o) dst[o * stride] += a * static_cast<acc_t>(src[o]);
+  }
+}
+
+// sum of g[o] * src[o * stride] for o in [lo, hi).
+template <typename scalar_t, typename acc_t>
+inline acc_t dot_gather(const scalar_t* __restrict__ g, const scalar_t* __restrict__ src,
+                        int64_t lo, int64_t hi, int64_t stride) {
   acc_t sum = 0;
   if (stride == 1) {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t o = lo; o < hi; ++o) sum += g[o] * static_cast<acc_t>(s[o]);
+    for (int64_t o = lo; o < hi; ++o) sum += static_cast<acc_t>(g[o]) * static_cast<acc_t>(src[o]);
   } else {
 #pragma omp simd reduction(+ : sum)
-    for (int64_t o = lo; o < hi; ++o) sum += g[o] * static_cast<acc_t>(s[o * stride]);
+    for (int64_t o = lo; o < hi; ++o)
+      sum += static_cast<acc_t>(g[o]) * static_cast<acc_t>(src[o * stride]);
   }
   return sum;
 }
 
 inline bool in_range(int64_t i, int64_t n) { return i >= 0 && i < n; }
 
+template <typename acc_t, typename scalar_t>
+inline void store(scalar_t* __restrict__ dst, const acc_t* __restrict__ src, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+}
+
+// Each task is one output plane (n, t, c): zero its accumulator, add the (up to 8) shifted
+// reads plane by plane with the valid row/column ranges computed once per plane.
 template <typename scalar_t>
 void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& out,
                       const Geometry& g, bool quantize) {
@@ -134,35 +147,36 @@ void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& 
   scalar_t* op = out.data_ptr<scalar_t>();
   const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
   at::parallel_for(0, g.N * g.To * C, grain_for(out_plane), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(g.Wo);
+    std::vector<acc_t> acc(out_plane);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
       const auto& [tt, th, tw] = taps[c];
-      scalar_t* dst = op + task * out_plane;
-      for (int64_t ho = 0; ho < g.Ho; ++ho) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int i = 0; i < 3; ++i) {
-          const int64_t ti = to * g.sT + tt.base + i;
-          if (tt.v[i] == acc_t(0) || !in_range(ti, g.T)) continue;
-          const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
-          for (int j = 0; j < 3; ++j) {
-            const int64_t hi = ho * g.sH + th.base + j;
-            if (th.v[j] == acc_t(0) || !in_range(hi, g.H)) continue;
-            const acc_t wth = tt.v[i] * th.v[j];
+      const SlotRanges rh = slot_ranges(th, g.Ho, g.H, g.sH), rw = slot_ranges(tw, g.Wo, g.W, g.sW);
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int i = 0; i < 3; ++i) {
+        const int64_t ti = to * g.sT + tt.base + i;
+        if (tt.v[i] == acc_t(0) || !in_range(ti, g.T)) continue;
+        const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
+        for (int j = 0; j < 3; ++j) {
+          if (th.v[j] == acc_t(0)) continue;
+          const acc_t wth = tt.v[i] * th.v[j];
+          for (int64_t ho = rh.lo[j]; ho < rh.hi[j]; ++ho) {
+            const scalar_t* row = plane + (ho * g.sH + th.base + j) * g.W;
+            acc_t* a = acc.data() + ho * g.Wo;
             for (int k = 0; k < 3; ++k) {
               if (tw.v[k] == acc_t(0)) continue;
-              axpy_gather(acc.data(), plane + hi * g.W, g.Wo, g.W, g.sW, tw.base + k,
-                          wth * tw.v[k]);
+              axpy_gather(a, row + tw.base + k, rw.lo[k], rw.hi[k], g.sW, wth * tw.v[k]);
             }
           }
         }
-        scalar_t* row = dst + ho * g.Wo;
-        for (int64_t o = 0; o < g.Wo; ++o) row[o] = static_cast<scalar_t>(acc[o]);
       }
+      store(op + task * out_plane, acc.data(), out_plane);
     }
   });
 }
 
+// Each task is one input plane (n, t, c): the exact adjoint, gathering from the (up to 2)
+// output frames that read it and scattering rows within the plane (no races across tasks).
 template <typename scalar_t>
 void grad_input_cpu_impl(const at::Tensor& grad, const at::Tensor& shift, at::Tensor& gx,
                          const Geometry& g, bool quantize) {
@@ -173,37 +187,37 @@ void grad_input_cpu_impl(const at::Tensor& grad, const at::Tensor& shift, at::Te
   const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
   at::parallel_for(0, g.N * g.T * C, grain_for(in_plane), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(in_plane);
-    std::vector<acc_t> grow(g.Wo);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, ti = nt % g.T, n = nt / g.T;
       const auto& [tt, th, tw] = taps[c];
+      const SlotRanges rh = slot_ranges(th, g.Ho, g.H, g.sH), rw = slot_ranges(tw, g.Wo, g.W, g.sW);
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int i = 0; i < 3; ++i) {
         // Output frames `to` with to * sT + base + i == ti read this input frame.
         const int64_t num = ti - tt.base - i;
         if (tt.v[i] == acc_t(0) || num < 0 || num % g.sT != 0 || num / g.sT >= g.To) continue;
         const scalar_t* gplane = gp + ((n * g.To + num / g.sT) * C + c) * out_plane;
-        for (int64_t ho = 0; ho < g.Ho; ++ho) {
-          const scalar_t* src = gplane + ho * g.Wo;
-          for (int64_t o = 0; o < g.Wo; ++o) grow[o] = static_cast<acc_t>(src[o]);
-          for (int j = 0; j < 3; ++j) {
-            const int64_t hi = ho * g.sH + th.base + j;
-            if (th.v[j] == acc_t(0) || !in_range(hi, g.H)) continue;
-            const acc_t wth = tt.v[i] * th.v[j];
+        for (int j = 0; j < 3; ++j) {
+          if (th.v[j] == acc_t(0)) continue;
+          const acc_t wth = tt.v[i] * th.v[j];
+          for (int64_t ho = rh.lo[j]; ho < rh.hi[j]; ++ho) {
+            acc_t* row = acc.data() + (ho * g.sH + th.base + j) * g.W;
+            const scalar_t* src = gplane + ho * g.Wo;
             for (int k = 0; k < 3; ++k) {
               if (tw.v[k] == acc_t(0)) continue;
-              axpy_scatter(acc.data() + hi * g.W, grow.data(), g.Wo, g.W, g.sW, tw.base + k,
-                           wth * tw.v[k]);
+              axpy_scatter(row + tw.base + k, src, rw.lo[k], rw.hi[k], g.sW, wth * tw.v[k]);
             }
           }
         }
       }
-      scalar_t* dst = xp + task * in_plane;
-      for (int64_t p = 0; p < in_plane; ++p) dst[p] = static_cast<scalar_t>(acc[p]);
+      store(xp + task * in_plane, acc.data(), in_plane);
     }
   });
 }
 
+// Each task is one output plane (n, t, c) and yields its (g_T, g_H, g_W): for every input row
+// the slots touch, dot products of the upstream gradient with the row at each column slot,
+// weighted by the value (v) and derivative (d) weights of the three axes.
 template <typename scalar_t>
 at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
                                const at::Tensor& shift, const Geometry& g, bool quantize) {
@@ -215,42 +229,39 @@ at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
   const int64_t tasks = g.N * g.To * C;
-  // One partial (g_T, g_H, g_W) per output plane, summed in a fixed order afterwards:
-  // deterministic whatever the thread count.
+  // One partial per output plane, summed in a fixed order afterwards: deterministic whatever
+  // the thread count.
   std::vector<acc_t> partial(3 * tasks, acc_t(0));
   at::parallel_for(0, tasks, grain_for(out_plane), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> grow(g.Wo);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
       const auto& [tt, th, tw] = taps[c];
+      const SlotRanges rh = slot_ranges(th, g.Ho, g.H, g.sH), rw = slot_ranges(tw, g.Wo, g.W, g.sW);
       const scalar_t* gplane = gp + task * out_plane;
       acc_t gt = 0, gh = 0, gw = 0;
-      for (int64_t ho = 0; ho < g.Ho; ++ho) {
-        const scalar_t* src = gplane + ho * g.Wo;
-        for (int64_t o = 0; o < g.Wo; ++o) grow[o] = static_cast<acc_t>(src[o]);
-        for (int i = 0; i < 3; ++i) {
-          const int64_t ti = to * g.sT + tt.base + i;
-          if ((tt.v[i] == acc_t(0) && tt.d[i] == acc_t(0)) || !in_range(ti, g.T)) continue;
-          const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
-          for (int j = 0; j < 3; ++j) {
-            const int64_t hi = ho * g.sH + th.base + j;
-            if (!in_range(hi, g.H)) continue;
-            const acc_t c_t = tt.d[i] * th.v[j];  // weight of this row in d out / d s_T
-            const acc_t c_h = tt.v[i] * th.d[j];  // ... in d out / d s_H
-            const acc_t c_w = tt.v[i] * th.v[j];  // ... in d out / d s_W
-            if (c_t == acc_t(0) && c_h == acc_t(0) && c_w == acc_t(0)) continue;
-            acc_t val_v = 0, val_d = 0;
-            for (int k = 0; k < 3; ++k) {
-              if (tw.v[k] == acc_t(0) && tw.d[k] == acc_t(0)) continue;
-              const acc_t dot =
-                  dot_gather(grow.data(), plane + hi * g.W, g.Wo, g.W, g.sW, tw.base + k);
-              val_v += tw.v[k] * dot;
-              val_d += tw.d[k] * dot;
+      for (int i = 0; i < 3; ++i) {
+        const int64_t ti = to * g.sT + tt.base + i;
+        if ((tt.v[i] == acc_t(0) && tt.d[i] == acc_t(0)) || !in_range(ti, g.T)) continue;
+        const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
+        for (int j = 0; j < 3; ++j) {
+          const acc_t c_t = tt.d[i] * th.v[j];  // weight of these rows in d out / d s_T
+          const acc_t c_h = tt.v[i] * th.d[j];  // ... in d out / d s_H
+          const acc_t c_w = tt.v[i] * th.v[j];  // ... in d out / d s_W
+          if (c_t == acc_t(0) && c_h == acc_t(0) && c_w == acc_t(0)) continue;
+          acc_t val_v = 0, val_d = 0;
+          for (int k = 0; k < 3; ++k) {
+            if (tw.v[k] == acc_t(0) && tw.d[k] == acc_t(0)) continue;
+            acc_t dot = 0;
+            for (int64_t ho = rh.lo[j]; ho < rh.hi[j]; ++ho) {
+              const scalar_t* row = plane + (ho * g.sH + th.base + j) * g.W + tw.base + k;
+              dot += dot_gather<scalar_t, acc_t>(gplane + ho * g.Wo, row, rw.lo[k], rw.hi[k], g.sW);
             }
-            gt += c_t * val_v;
-            gh += c_h * val_v;
-            gw += c_w * val_d;
+            val_v += tw.v[k] * dot;
+            val_d += tw.d[k] * dot;
           }
+          gt += c_t * val_v;
+          gh += c_h * val_v;
+          gw += c_w * val_d;
         }
       }
       partial[3 * task + 0] = gt;
