@@ -19,21 +19,42 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from actionlab.lit.optim import param_groups
 from actionlab.models.convert.common import LAB_KEY
+from actionlab.reports import Predictions, classification_metrics, dedup_by_index
 
-__all__ = ["VideoClassifier", "aggregate_views", "AGGREGATIONS"]
+__all__ = ["VideoClassifier", "aggregate_views", "AGGREGATIONS", "PROBABILITY_AGGREGATIONS"]
 
 AGGREGATIONS = ("logits_mean", "softmax_mean", "sum")
+# Aggregations whose output is (a multiple of) class probabilities rather than logits.
+PROBABILITY_AGGREGATIONS = ("softmax_mean", "sum")
 
 
 def aggregate_views(scores: Tensor, method: str) -> Tensor:
-    """Combine per-view scores ``(B, V, K)`` into ``(B, K)``."""
+    """Combine per-view logits ``(B, V, K)`` into per-video scores ``(B, K)``.
+
+    ``logits_mean``: mean of the logits (TSM, RubiksNet, TokShift test scripts).
+    ``softmax_mean``: mean of the per-view softmax probabilities (PySlowFast's docstring).
+    ``sum``: sum of the per-view probabilities (PySlowFast ``TestMeter``, ``ENSEMBLE_METHOD
+    sum``; ranks like ``softmax_mean``, scores are ``V`` times larger).
+    """
     if method == "logits_mean":
         return scores.mean(dim=1)
     if method == "softmax_mean":
         return scores.softmax(dim=-1).mean(dim=1)
     if method == "sum":
-        return scores.sum(dim=1)
+        return scores.softmax(dim=-1).sum(dim=1)
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
+
+
+def _score_loss(scores: Tensor, labels: Tensor, probabilities: bool) -> Tensor:
+    """Cross-entropy of per-video scores (logits, or probabilities up to a factor)."""
+    known = labels >= 0  # unlabelled test videos carry -1
+    scores, labels = scores[known], labels[known]
+    if labels.numel() == 0:
+        return scores.new_zeros(())
+    if probabilities:
+        probs = scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+    return F.cross_entropy(scores, labels)
 
 
 def _metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -90,11 +111,20 @@ class VideoClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # Resolved model/data configs stored in every checkpoint (set by the train task).
         self.lab_config: dict[str, Any] = {}
+        # Evaluation: views per backbone call (memory cap; None = all), the metric prefix of
+        # test runs (evaluate.py sets "val" for the validation split) and their predictions.
+        self.max_views_per_batch: int | None = None
+        self.eval_prefix = "test"
+        self.test_predictions: Predictions | None = None
+        self._test_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._test_probabilities = False
 
     def forward(self, clips: Tensor) -> Tensor:
         if clips.ndim == 6:  # (B, V, C, T, H, W): one score per view, then aggregate
             b, v = clips.shape[:2]
-            scores = self.model(clips.flatten(0, 1)).view(b, v, -1)
+            flat = clips.flatten(0, 1)
+            chunk = self.max_views_per_batch or flat.shape[0]
+            scores = torch.cat([self.model(part) for part in flat.split(chunk)]).view(b, v, -1)
             return aggregate_views(scores, self.aggregate)
         return self.model(clips)
 
@@ -124,10 +154,7 @@ class VideoClassifier(L.LightningModule):
     def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric) -> Tensor:
         clips, labels, _ = batch
         scores = self(clips)
-        if clips.ndim == 6 and self.aggregate == "softmax_mean":  # scores are probabilities
-            loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
-        else:
-            loss = F.cross_entropy(scores, labels)
+        loss = _score_loss(scores, labels, self._probabilities(clips))
         metrics.update(scores, labels)
         loss_metric.update(loss, weight=labels.numel())
         return scores
@@ -145,14 +172,34 @@ class VideoClassifier(L.LightningModule):
         self.val_metrics.reset()
         self.val_loss.reset()
 
+    def _probabilities(self, clips: Tensor) -> bool:
+        return clips.ndim == 6 and self.aggregate in PROBABILITY_AGGREGATIONS
+
+    def on_test_epoch_start(self) -> None:
+        self._test_outputs.clear()
+        self.test_predictions = None
+
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_loss)
+        # Per-video scores are kept with their dataset index: metrics are computed once all
+        # ranks' rows are gathered and the DistributedSampler's padding repeats removed.
+        clips, labels, index = batch
+        scores = self(clips)
+        self._test_probabilities = self._probabilities(clips)
+        self._test_outputs.append((index.long(), scores.detach().float(), labels.long()))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.log("test/loss", self.test_loss.compute())
-        self.test_metrics.reset()
-        self.test_loss.reset()
+        if not self._test_outputs:
+            return
+        index, scores, labels = (torch.cat(parts) for parts in zip(*self._test_outputs))
+        self._test_outputs.clear()
+        if self.trainer.world_size > 1:
+            index, scores, labels = (t.flatten(0, 1) for t in self.all_gather((index, scores, labels)))
+        preds = dedup_by_index(index, scores, labels)
+        self.test_predictions = preds
+        values = classification_metrics(preds.scores, preds.labels, self.num_classes)
+        values["loss"] = float(_score_loss(preds.scores, preds.labels, self._test_probabilities))
+        # Every rank holds the same gathered values, so no further reduction is needed.
+        self.log_dict({f"{self.eval_prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = param_groups(self.model, self.weight_decay)
