@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from actionlab.models.layers import SqueezeExcite3d, round_width
-from actionlab.models.resnet import ResNet
 from actionlab.models.tsm import TSM
 from actionlab.models.vov3d import VoV3D
 from actionlab.models.x3d import X3D

@@ -28,26 +28,27 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
-    "count_params",
+    "ProfileResult",
     "count_macs",
+    "count_params",
     "mac_breakdown",
+    "main",
     "measure_latency",
     "profile_model",
-    "register_op_macs",
     "register_module_macs",
-    "ProfileResult",
+    "register_op_macs",
     "rubiks_shift_macs",
-    "main",
 ]
 
 # MAC formula of a custom op: (inputs, output) -> MACs. Keyed by "namespace::name".

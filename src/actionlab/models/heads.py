@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from actionlab.models.layers import ConvBNAct3d
 
-__all__ = ["X3DHead", "FrameAverageHead", "ClipPoolHead"]
+__all__ = ["ClipPoolHead", "FrameAverageHead", "X3DHead"]
 
 
 class X3DHead(nn.Module):

@@ -7,22 +7,22 @@ what is specific to its paper. 3D blocks take ``(B, C, T, H, W)``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "Activation",
-    "Swish",
-    "round_width",
-    "SqueezeExcite3d",
     "ConvBNAct3d",
     "DropPath",
     "ResBlock3d",
-    "mark_final_bn",
+    "SqueezeExcite3d",
+    "Swish",
     "init_msra",
+    "mark_final_bn",
     "norm_parameter_names",
+    "round_width",
 ]
 
 Activation = Callable[[], nn.Module]

@@ -12,13 +12,13 @@ branch input only (TSM's residual shift).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
 from actionlab.models.layers import init_msra, mark_final_bn
 
-__all__ = ["Bottleneck", "ResNet", "DEPTHS"]
+__all__ = ["DEPTHS", "Bottleneck", "ResNet"]
 
 DEPTHS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),

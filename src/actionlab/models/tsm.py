@@ -23,7 +23,7 @@ from actionlab.models.layers import init_msra, norm_parameter_names
 from actionlab.models.resnet import ResNet
 from actionlab.ops.temporal_shift import TemporalShift
 
-__all__ = ["TSM", "SIZES", "tsm_r50", "tsm_r101"]
+__all__ = ["SIZES", "TSM", "tsm_r50", "tsm_r101"]
 
 
 @dataclass(frozen=True)

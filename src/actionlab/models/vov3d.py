@@ -24,18 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from actionlab.models.heads import X3DHead
-from actionlab.models.layers import (
-    ConvBNAct3d,
-    ResBlock3d,
-    SqueezeExcite3d,
-    Swish,
-    init_msra,
-    norm_parameter_names,
-)
-from actionlab.models.x3d import DIM_C5, SE_RATIO, X3DStem
+from actionlab.models.layers import ConvBNAct3d, SqueezeExcite3d, Swish
+from actionlab.models.x3d import SE_RATIO, X3DLayout
 
-__all__ = ["VoV3D", "D2Plus1DUnit", "TOSATransform", "SIZES", "vov3d_m", "vov3d_l"]
+__all__ = ["SIZES", "D2Plus1DUnit", "TOSATransform", "VoV3D", "vov3d_l", "vov3d_m"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +106,11 @@ class TOSATransform(nn.Module):
         return self.c(torch.cat(outputs, dim=1))
 
 
-class VoV3D(nn.Module):
+class VoV3D(X3DLayout):
     """VoV3D classifier: ``(B, 3, T, H, W)`` clips to logits ``(B, num_classes)``.
+
+    BN parameters take no weight decay - all of them: the released optimiser's name filter
+    missed the BNs inside the units' ``a``/``c`` Sequentials, a quirk not reproduced.
 
     Args:
         size: ``m`` | ``l``.
@@ -133,38 +128,19 @@ class VoV3D(nn.Module):
         dropout: float = 0.5,
         fc_std: float = 0.01,
     ) -> None:
-        super().__init__()
         if size not in SIZES:
             raise ValueError(f"VoV3D size must be one of {sorted(SIZES)}, got {size!r}")
         cfg = SIZES[size]
+        stages = [
+            (count, int(cfg.inner * INNER_MULTIPLIER[k]), int(cfg.inner * OUT_MULTIPLIER[k]))
+            for k, count in enumerate(cfg.blocks)
+        ]
+
+        def transform(dim_in: int, dim_inner: int, dim_out: int, stride: int, i: int) -> nn.Module:
+            return TOSATransform(dim_in, dim_inner, dim_out, stride)
+
+        super().__init__(cfg.inner // 2, stages, transform, num_classes, dropout, fc_std)
         self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
-        dim_in = cfg.inner // 2
-        self.stem = X3DStem(3, dim_in)
-        dim_inner = dim_out = dim_in
-        for stage, count in enumerate(cfg.blocks):
-            dim_inner = int(cfg.inner * INNER_MULTIPLIER[stage])
-            dim_out = int(cfg.inner * OUT_MULTIPLIER[stage])
-            blocks = []
-            for i in range(count):
-                stride = 2 if i == 0 else 1
-                branch = TOSATransform(dim_in, dim_inner, dim_out, stride)
-                blocks.append(ResBlock3d(branch, dim_in, dim_out, stride))
-                dim_in = dim_out
-            self.add_module(f"s{stage + 2}", nn.Sequential(*blocks))
-        self.head = X3DHead(dim_out, dim_inner, num_classes, DIM_C5, dropout)
-        init_msra(self, fc_std=fc_std, zero_init_final_bn=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"VoV3D expects clips (B, C, T, H, W), got {tuple(x.shape)}")
-        x = self.stem(x)
-        x = self.s5(self.s4(self.s3(self.s2(x))))
-        return self.head(x)
-
-    def no_weight_decay(self) -> set[str]:
-        """BN parameters take no weight decay (all of them: the released optimiser's name
-        filter missed the BNs inside ``a``/``c`` Sequentials, a quirk not reproduced)."""
-        return norm_parameter_names(self)
 
 
 def vov3d_m(**kwargs) -> VoV3D:

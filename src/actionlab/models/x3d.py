@@ -18,6 +18,7 @@ Input ``(B, 3, T, H, W)``, any ``T, H, W`` (adaptive head pooling); output logit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -33,7 +34,7 @@ from actionlab.models.layers import (
     round_width,
 )
 
-__all__ = ["X3D", "X3DStem", "X3DTransform", "SIZES", "x3d_xs", "x3d_s", "x3d_m", "x3d_l"]
+__all__ = ["SIZES", "X3D", "X3DLayout", "X3DStem", "X3DTransform", "x3d_l", "x3d_m", "x3d_s", "x3d_xs"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,51 @@ class X3DTransform(nn.Module):
         return self.c(self.b_act(x))
 
 
-class X3D(nn.Module):
+class X3DLayout(nn.Module):
+    """The X3D network layout, shared with VoV3D: stem, stages ``s2..s5`` of residual blocks
+    (spatial stride 2 in each stage's first block) and the X3D head.
+
+    ``transform(dim_in, dim_inner, dim_out, stride, index_in_stage)`` builds a block's residual
+    branch; ``stages`` lists ``(blocks, dim_inner, dim_out)`` per stage.
+    """
+
+    def __init__(
+        self,
+        stem_width: int,
+        stages: list[tuple[int, int, int]],
+        transform: Callable[[int, int, int, int, int], nn.Module],
+        num_classes: int,
+        dropout: float,
+        fc_std: float,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.stem = X3DStem(3, stem_width)
+        dim_in, total, index = stem_width, sum(n for n, _, _ in stages), 0
+        for stage, (count, dim_inner, dim_out) in enumerate(stages):
+            blocks = []
+            for i in range(count):
+                stride = 2 if i == 0 else 1
+                branch = transform(dim_in, dim_inner, dim_out, stride, i)
+                blocks.append(ResBlock3d(branch, dim_in, dim_out, stride, drop_path * index / total))
+                dim_in, index = dim_out, index + 1
+            self.add_module(f"s{stage + 2}", nn.Sequential(*blocks))
+        self.head = X3DHead(dim_in, stages[-1][1], num_classes, DIM_C5, dropout)
+        init_msra(self, fc_std=fc_std, zero_init_final_bn=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"{type(self).__name__} expects clips (B, C, T, H, W), got {tuple(x.shape)}")
+        x = self.stem(x)
+        x = self.s5(self.s4(self.s3(self.s2(x))))
+        return self.head(x)
+
+    def no_weight_decay(self) -> set[str]:
+        """BN parameters take no weight decay (PySlowFast ``BN.WEIGHT_DECAY 0``)."""
+        return norm_parameter_names(self)
+
+
+class X3D(X3DLayout):
     """X3D classifier: ``(B, 3, T, H, W)`` clips to logits ``(B, num_classes)``.
 
     Args:
@@ -120,43 +165,23 @@ class X3D(nn.Module):
         drop_path: float = 0.0,
         fc_std: float = 0.01,
     ) -> None:
-        super().__init__()
         if size not in SIZES:
             raise ValueError(f"X3D size must be one of {sorted(SIZES)}, got {size!r}")
-        self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
         depth_factor = SIZES[size].depth_factor
-        dim_in = round_width(DIM_C1, WIDTH_FACTOR)
-        self.stem = X3DStem(3, dim_in)
-        dim_out = dim_inner = dim_in
         widths = [DIM_C1]
         for _ in range(3):
             widths.append(round_width(widths[-1], 2.0))
-        total = sum(math.ceil(depth_factor * d) for d in BASE_DEPTHS)
-        index = 0
-        for stage, (base_width, base_depth) in enumerate(zip(widths, BASE_DEPTHS)):
+        stages = []
+        for base_width, base_depth in zip(widths, BASE_DEPTHS):
             dim_out = round_width(base_width, WIDTH_FACTOR)
-            dim_inner = int(BOTTLENECK_FACTOR * dim_out)
-            blocks = []
-            for i in range(math.ceil(depth_factor * base_depth)):
-                stride = 2 if i == 0 else 1
-                branch = X3DTransform(dim_in, dim_inner, dim_out, stride, use_se=i % 2 == 0)
-                blocks.append(ResBlock3d(branch, dim_in, dim_out, stride, drop_path * index / total))
-                dim_in = dim_out
-                index += 1
-            self.add_module(f"s{stage + 2}", nn.Sequential(*blocks))
-        self.head = X3DHead(dim_out, dim_inner, num_classes, DIM_C5, dropout)
-        init_msra(self, fc_std=fc_std, zero_init_final_bn=True)
+            stages.append((math.ceil(depth_factor * base_depth), int(BOTTLENECK_FACTOR * dim_out), dim_out))
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"X3D expects clips (B, C, T, H, W), got {tuple(x.shape)}")
-        x = self.stem(x)
-        x = self.s5(self.s4(self.s3(self.s2(x))))
-        return self.head(x)
+        def transform(dim_in: int, dim_inner: int, dim_out: int, stride: int, i: int) -> nn.Module:
+            return X3DTransform(dim_in, dim_inner, dim_out, stride, use_se=i % 2 == 0)
 
-    def no_weight_decay(self) -> set[str]:
-        """BN parameters take no weight decay (PySlowFast ``BN.WEIGHT_DECAY 0``)."""
-        return norm_parameter_names(self)
+        stem = round_width(DIM_C1, WIDTH_FACTOR)
+        super().__init__(stem, stages, transform, num_classes, dropout, fc_std, drop_path)
+        self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
 
 
 def x3d_xs(**kwargs) -> X3D:

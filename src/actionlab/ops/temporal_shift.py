@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["temporal_shift", "TemporalShift"]
+__all__ = ["TemporalShift", "temporal_shift"]
 
 
 def _shift(x: Tensor, num_segments: int, fold_div: int, reverse: bool) -> Tensor:

@@ -11,16 +11,23 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from actionlab.models.convert._pyslowfast import Rules, fill_bn_counters, rename, run_cli, unwrap_state
+from actionlab.models.convert._pyslowfast import (
+    Rules,
+    fill_bn_counters,
+    rename,
+    run_cli,
+    unwrap_state,
+)
 from actionlab.models.convert.common import load_state_dict_strict, read_checkpoint
 from actionlab.models.resnet import DEPTHS, ResNet
 from actionlab.models.tsm import SIZES, TSM
 
-__all__ = ["TSM_RULES", "load_tsm", "load_torchvision_resnet", "infer_size", "main"]
+__all__ = ["TSM_RULES", "infer_size", "load_torchvision_resnet", "load_tsm", "main"]
 
 TSM_RULES: Rules = (
     (r"^base_model\.", "backbone."),

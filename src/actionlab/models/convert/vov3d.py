@@ -13,7 +13,7 @@ import torch
 from actionlab.models.convert._pyslowfast import PYSLOWFAST_RULES, load_released, run_cli
 from actionlab.models.vov3d import SIZES, VoV3D
 
-__all__ = ["load_vov3d", "infer_size", "main"]
+__all__ = ["infer_size", "load_vov3d", "main"]
 
 
 def infer_size(state: dict[str, torch.Tensor]) -> tuple[str, int]:

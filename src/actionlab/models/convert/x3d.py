@@ -14,7 +14,7 @@ import torch
 from actionlab.models.convert._pyslowfast import PYSLOWFAST_RULES, load_released, run_cli
 from actionlab.models.x3d import SIZES, X3D
 
-__all__ = ["load_x3d", "infer_size", "main"]
+__all__ = ["infer_size", "load_x3d", "main"]
 
 
 def infer_size(state: dict[str, torch.Tensor]) -> tuple[str, int]:
