@@ -96,6 +96,16 @@ def bench_case(shape, stride, impl: str, dtype: torch.dtype, device: str, repeat
     }
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_device(device: str, repeats: int, quick: bool) -> dict:
     shapes = QUICK_SHAPES if quick else SHAPES
     rows = []
@@ -119,7 +129,7 @@ def run_device(device: str, repeats: int, quick: bool) -> dict:
             **{f"{k}_speedup": ref[f"{k}_ms"] / ker[f"{k}_ms"] for k in ("forward", "backward", "forward_backward")},
         })
     info = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

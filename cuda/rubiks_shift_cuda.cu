@@ -280,58 +280,50 @@ at::Tensor shift_for_kernel(const at::Tensor& shift, at::ScalarType feature_type
   return shift.detach().to(acc).contiguous();
 }
 
-at::Tensor rubiks_shift_cuda(const at::Tensor& x_, const at::Tensor& shift,
-                             at::IntArrayRef stride, bool quantize) {
-  const GeometryCuda g = make_geometry_cuda(x_.sizes(), stride);
-  check_cuda_inputs(x_, shift, g.C);
-  const c10::cuda::CUDAGuard guard(x_.device());
-  auto x = x_.contiguous();
-  auto out = at::empty({g.N, g.To, g.C, g.Ho, g.Wo}, x.options());
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  auto s = shift_for_kernel(shift, x.scalar_type());
+// Forward (adjoint = false: src is x, the result has the output size) or input gradient
+// (adjoint = true: src is grad_out, the result has the input size); both one thread per element
+// of the result.
+at::Tensor launch_pointwise(const at::Tensor& src_, const at::Tensor& shift,
+                            const GeometryCuda& g, at::IntArrayRef result_size, bool quantize,
+                            bool adjoint) {
+  check_cuda_inputs(src_, shift, g.C);
+  const c10::cuda::CUDAGuard guard(src_.device());
+  auto src = src_.contiguous();
+  auto result = at::empty(result_size, src.options());
+  const int64_t total = result.numel();
+  if (total == 0) return result;
+  auto s = shift_for_kernel(shift, src.scalar_type());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_cuda",
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "rubiks_shift_cuda",
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    with_index_type(std::max(total, x.numel()), [&](auto index_tag) {
+    with_index_type(std::max(total, src.numel()), [&](auto index_tag) {
       using index_t = decltype(index_tag);
-      forward_kernel<scalar_t, acc_t, index_t><<<grid_for(total), kThreads, 0, stream>>>(
-          x.data_ptr<scalar_t>(), s.data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
+      const auto kernel = adjoint ? grad_input_kernel<scalar_t, acc_t, index_t>
+                                  : forward_kernel<scalar_t, acc_t, index_t>;
+      kernel<<<grid_for(total), kThreads, 0, stream>>>(
+          src.data_ptr<scalar_t>(), s.data_ptr<acc_t>(), result.data_ptr<scalar_t>(),
           Dims<index_t>(g), quantize, static_cast<index_t>(total));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  return out;
+  return result;
 }
 
-at::Tensor rubiks_shift_grad_input_cuda(const at::Tensor& grad_, const at::Tensor& shift,
+at::Tensor rubiks_shift_cuda(const at::Tensor& x, const at::Tensor& shift, at::IntArrayRef stride,
+                             bool quantize) {
+  const GeometryCuda g = make_geometry_cuda(x.sizes(), stride);
+  return launch_pointwise(x, shift, g, {g.N, g.To, g.C, g.Ho, g.Wo}, quantize, false);
+}
+
+at::Tensor rubiks_shift_grad_input_cuda(const at::Tensor& grad, const at::Tensor& shift,
                                         at::IntArrayRef input_size, at::IntArrayRef stride,
                                         bool quantize) {
   const GeometryCuda g = make_geometry_cuda(input_size, stride);
-  check_cuda_inputs(grad_, shift, g.C);
-  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
-              "rubiks_shift_grad_input: grad_out has shape ", grad_.sizes(),
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
+              "rubiks_shift_grad_input: grad_out has shape ", grad.sizes(),
               " which does not match an input of ", input_size);
-  const c10::cuda::CUDAGuard guard(grad_.device());
-  auto grad = grad_.contiguous();
-  auto gx = at::empty(input_size, grad.options());
-  const int64_t total = gx.numel();
-  if (total == 0) return gx;
-  auto s = shift_for_kernel(shift, grad.scalar_type());
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                  "rubiks_shift_grad_input_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    with_index_type(std::max(total, grad.numel()), [&](auto index_tag) {
-      using index_t = decltype(index_tag);
-      grad_input_kernel<scalar_t, acc_t, index_t><<<grid_for(total), kThreads, 0, stream>>>(
-          grad.data_ptr<scalar_t>(), s.data_ptr<acc_t>(), gx.data_ptr<scalar_t>(),
-          Dims<index_t>(g), quantize, static_cast<index_t>(total));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
-  return gx;
+  return launch_pointwise(grad, shift, g, input_size, quantize, true);
 }
 
 at::Tensor rubiks_shift_grad_shift_cuda(const at::Tensor& grad_, const at::Tensor& x_,
