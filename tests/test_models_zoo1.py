@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from actionlab.lit.optim import param_groups
 from actionlab.models.layers import SqueezeExcite3d, round_width
 from actionlab.models.tsm import TSM
 from actionlab.models.vov3d import VoV3D
@@ -104,6 +105,9 @@ def test_x3d_init_and_decay_groups():
     assert abs(float(conv.std()) - math.sqrt(2 / conv.shape[0])) < 0.1 * math.sqrt(2 / conv.shape[0])
     no_decay = model.no_weight_decay()
     assert "s2.0.branch2.a.bn.weight" in no_decay and "s2.0.branch2.a.conv.weight" not in no_decay
+    decayed = {id(p) for g in param_groups(model, 5e-5) if g["weight_decay"] for p in g["params"]}
+    assert id(model.s2[0].branch2.a.conv.weight) in decayed
+    assert id(model.s2[0].branch2.a.bn.weight) not in decayed
 
 
 def test_x3d_any_input_shape_and_swish_se():
@@ -227,4 +231,7 @@ def test_tsm_optimiser_declarations():
     assert model.lr_multipliers() == {"head.fc.weight": 5.0, "head.fc.bias": 10.0}
     assert TSM("r50", num_classes=10).lr_multipliers() == {}
     assert "backbone.bn1.weight" in model.no_weight_decay()
+    groups = {g["name"]: g for g in param_groups(model, 1e-4)}  # the training module's groups
+    assert [p.shape for p in groups["lr5_wd0.0001"]["params"]] == [(10, 2048)]
+    assert [p.shape for p in groups["lr10_wd0"]["params"]] == [(10,)]
     assert abs(float(model.head.fc.weight.detach().std()) - 0.001) < 2e-4
