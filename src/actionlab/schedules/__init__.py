@@ -1,0 +1,1 @@
+"""Training schedules: multigrid long/short cycles, resumable samplers and split batch-norm."""
