@@ -300,3 +300,13 @@ def test_input_errors_name_the_problem(kernel):
         rubiks_shift_kernel(x, torch.zeros(3, 4))
     with pytest.raises(ValueError, match="stride must be"):
         rubiks_shift_kernel(x, torch.zeros(3, 3), (1, 0, 1))
+
+
+def test_meta_tensors_use_the_fake_kernel(kernel):
+    """Shape-only runs (profiling on the meta device) go through the op's fake kernel."""
+    x = torch.randn(2, 3, 4, 5, 5, device="meta", requires_grad=True)
+    shift = torch.randn(3, 4, device="meta", requires_grad=True)
+    out = rubiks_shift(x, shift, (1, 2, 2))
+    assert out.shape == (2, 3, 4, 3, 3) and out.device.type == "meta"
+    out.sum().backward()
+    assert x.grad.shape == x.shape and shift.grad.shape == shift.shape

@@ -30,7 +30,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load", "is_loaded", "unavailable_reason", "source_dir", "build_directory", "NAME"]
+__all__ = [
+    "load", "is_loaded", "has_cuda_kernels", "unavailable_reason", "source_dir", "build_directory",
+    "NAME",
+]
 
 NAME = "actionlab_rubiks_shift"
 DISABLE_ENV = "ACTIONLAB_NO_EXTENSION"
@@ -41,6 +44,7 @@ SOURCES_CUDA = ("rubiks_shift_cuda.cu",)
 HEADERS = ("rubiks_shift.h",)
 
 _library: str | None = None  # path of the loaded shared library
+_with_cuda: bool = False  # whether the loaded library has the CUDA kernels
 _reason: str | None = None  # why it is unavailable, once a load was attempted and failed
 
 
@@ -83,6 +87,11 @@ def is_loaded() -> bool:
     """True once the compiled operators are registered in this process (no I/O; safe to call
     while ``torch.compile`` traces)."""
     return _library is not None
+
+
+def has_cuda_kernels() -> bool:
+    """True if the loaded library was built with the CUDA kernels (no I/O)."""
+    return _with_cuda
 
 
 def unavailable_reason() -> str | None:
@@ -163,7 +172,7 @@ def load(verbose: bool = False, *, warn: bool = True, force: bool = False) -> st
 
     ``force`` retries after an earlier failure in this process.
     """
-    global _library, _reason
+    global _library, _reason, _with_cuda
     if _library is not None:
         return _library
     if _reason is not None and not force:
@@ -174,6 +183,7 @@ def load(verbose: bool = False, *, warn: bool = True, force: bool = False) -> st
         start = time.perf_counter()
         try:
             _library = _compile(with_cuda, verbose)
+            _with_cuda = with_cuda
         except Exception as err:  # compiler errors, lock timeouts, loader errors
             lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
             # The first compiler errors say why; the last lines are ninja's summary.

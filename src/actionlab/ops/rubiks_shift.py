@@ -23,6 +23,7 @@ the released 2D kernel, not the 3D kernel's quirk (ARCHITECTURE.md, "Decisions")
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -218,6 +219,12 @@ def rubiks_shift_kernel(
             f"{_extension.unavailable_reason()}. Use impl='auto' to fall back to the reference, "
             "or run `python -m actionlab.ops.build` to see the build log."
         )
+    if x.device.type == "cuda" and not _extension.has_cuda_kernels():
+        raise RuntimeError(
+            "rubiks_shift impl='kernel' on a CUDA tensor, but the extension was built without "
+            "its CUDA kernels (no CUDA toolkit found at build time). Set CUDA_HOME and run "
+            "`python -m actionlab.ops.build --cuda`, or use impl='auto'."
+        )
     return torch.ops.actionlab.rubiks_shift(x, shift, _stride3(stride), quantize)
 
 
@@ -241,8 +248,32 @@ def rubiks_shift(
     if impl != "auto":
         raise ValueError(f"rubiks_shift impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if _registered or (not torch.compiler.is_compiling() and kernel_available()):
-        return torch.ops.actionlab.rubiks_shift(x, shift, _stride3(stride), quantize)
+        if x.device.type in ("cpu", "meta") or (
+            x.device.type == "cuda" and _extension.has_cuda_kernels()
+        ):
+            return torch.ops.actionlab.rubiks_shift(x, shift, _stride3(stride), quantize)
+        _warn_no_device_kernel(x.device.type)
     return rubiks_shift_reference(x, shift, stride, quantize)
+
+
+_warned_devices: set[str] = set()
+
+
+def _warn_no_device_kernel(device: str) -> None:
+    if device in _warned_devices or torch.compiler.is_compiling():
+        return
+    _warned_devices.add(device)
+    hint = (
+        "the extension was built without its CUDA kernels (no CUDA toolkit found: set CUDA_HOME "
+        "to a toolkit matching torch.version.cuda, then `python -m actionlab.ops.build --cuda`)"
+        if device == "cuda"
+        else f"there is no RubiksShift kernel for {device!r} devices"
+    )
+    warnings.warn(
+        f"actionlab: RubiksShift on {device}: {hint}; using the pure-PyTorch reference.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def normalize_shift_grad(grad: Tensor, t_factor: float = 1.0, eps: float = 0.0) -> Tensor:
