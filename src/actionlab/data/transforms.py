@@ -1,6 +1,24 @@
 """Clip-consistent transforms: one set of random parameters for every frame of a clip.
 
-Input frames ``(T, H, W, 3)`` uint8 as decoded; output ``(3, T, h, w)`` float, normalised.
+Input frames ``(T, H, W, 3)`` uint8 as decoded; output ``(3, T, h, w)``, float normalised (or
+uint8 when photometric augmentation and normalisation are deferred to the GPU, see
+``ClipTransform.to_uint8`` and ``GpuClipAugment``).
+
+Geometry runs per clip in the DataLoader workers (it sets the tensor size); resizing works on
+uint8 (fast antialiased path of ``F.interpolate``) and only the crop is converted to float.
+Training crops (``train_crop``):
+
+- ``random``: short side drawn from ``[min, max]`` (scale jitter, PySlowFast/TokShift), then a
+  random square crop.
+- ``multiscale``: TSM ``GroupMultiScaleCrop(crop, [1, .875, .75, .66], max_distort=1,
+  fix_crop, more_fix_crop)`` on the short-side-resized frame: crop width and height drawn from
+  ``scales x short side`` at most ``max_distort`` steps apart, placed at one of 13 fixed
+  positions, resized to ``crop``.
+- ``resized``: Inception random-resized crop (area ``rrc_scale``, aspect ``rrc_ratio``).
+
+Photometric augmentation (kornia ``VideoSequential(same_on_frame=True)``): colour jitter and
+the SRTG set (``srtg_mtnet_tokshift.md`` A.6: Gaussian blur, per-channel add, hue/saturation,
+linear contrast, one of perspective/rotation), behind flags.
 """
 
 from __future__ import annotations
@@ -11,20 +29,33 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "ClipTransform",
+    "GpuClipAugment",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "VIT_MEAN",
+    "VIT_STD",
     "CROP_MODES",
+    "TRAIN_CROPS",
     "crop_boxes",
     "crop_clip",
+    "multiscale_crop_box",
+    "random_resized_crop_box",
+    "build_photometric",
+    "normalize",
     "resize_short_side",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
+# Google ViT / TokShift: pixels in [-1, 1].
+VIT_MEAN = (0.5, 0.5, 0.5)
+VIT_STD = (0.5, 0.5, 0.5)
+TRAIN_CROPS = ("random", "multiscale", "resized")
+TSM_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 CROP_MODES = ("center", "three", "three_tsm")
 
@@ -73,7 +104,10 @@ def crop_clip(clip, box: tuple[int, int], crop_size: int):
 
 
 def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear (antialiased) resize of ``(T, C, H, W)`` so that ``min(H, W) == size``."""
+    """Bilinear (antialiased) resize of ``(T, C, H, W)`` so that ``min(H, W) == size``.
+
+    uint8 input stays uint8 (torch's vectorised uint8 path, several times faster than float).
+    """
     h, w = frames.shape[-2:]
     if min(h, w) == size:
         return frames
@@ -81,21 +115,199 @@ def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
         new_h, new_w = size, max(size, round(w * size / h))
     else:
         new_h, new_w = max(size, round(h * size / w)), size
-    return F.interpolate(frames, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    return _resize(frames, new_h, new_w)
+
+
+def _resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if frames.shape[-2:] == (h, w):
+        return frames
+    return F.interpolate(frames, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+
+
+def multiscale_crop_box(
+    height: int,
+    width: int,
+    crop_size: int,
+    rng: np.random.Generator,
+    scales: Sequence[float] = TSM_SCALES,
+    max_distort: int = 1,
+) -> tuple[int, int, int, int]:
+    """TSM ``GroupMultiScaleCrop`` box ``(y0, x0, h, w)`` (fix_crop, more_fix_crop)."""
+    base = min(height, width)
+    sizes = [int(base * s) for s in scales]
+    sizes = [crop_size if abs(s - crop_size) < 3 else s for s in sizes]
+    pairs = [
+        (hi, wi)
+        for i, hi in enumerate(sizes)
+        for j, wi in enumerate(sizes)
+        if abs(i - j) <= max_distort
+    ]
+    ch, cw = pairs[int(rng.integers(len(pairs)))]
+    hs, ws = (height - ch) // 4, (width - cw) // 4
+    offsets = [
+        (0, 0), (0, 4 * ws), (4 * hs, 0), (4 * hs, 4 * ws), (2 * hs, 2 * ws),  # corners, centre
+        (2 * hs, 0), (2 * hs, 4 * ws), (4 * hs, 2 * ws), (0, 2 * ws),  # edge midpoints
+        (hs, ws), (hs, 3 * ws), (3 * hs, ws), (3 * hs, 3 * ws),  # quarter points
+    ]
+    y0, x0 = offsets[int(rng.integers(len(offsets)))]
+    return y0, x0, ch, cw
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """Inception-style crop box ``(y0, x0, h, w)``: area fraction ``scale``, aspect ``ratio``."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    side = min(height, width)  # fallback: the central square
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], channel_dim: int) -> torch.Tensor:
+    """``(clip / 255 - mean) / std`` for uint8 input, ``(clip - mean) / std`` for float in [0, 1]."""
+    shape = [1] * clip.dim()
+    shape[channel_dim] = 3
+    m = torch.tensor(mean, dtype=torch.float32, device=clip.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=clip.device).view(shape)
+    x = clip.float().div_(255.0) if clip.dtype == torch.uint8 else clip.float()
+    return (x - m) / s
+
+
+class _RandomChannelAdd(nn.Module):
+    """imgaug ``Add(lo..hi, per_channel=True)`` on ``(B, C, T, H, W)`` in [0, 1], one draw per clip."""
+
+    def __init__(self, low: float, high: float, p: float) -> None:
+        super().__init__()
+        self.low, self.high, self.p = low / 255.0, high / 255.0, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        offset = torch.empty(b, c, 1, 1, 1, device=x.device).uniform_(self.low, self.high)
+        apply = (torch.rand(b, 1, 1, 1, 1, device=x.device) < self.p).float()
+        return (x + offset * apply).clamp_(0.0, 1.0)
+
+
+class _Photometric(nn.Module):
+    """Clip-consistent photometric augmentation of ``(B, C, T, H, W)`` float clips in [0, 1]."""
+
+    def __init__(self, ops: list[nn.Module], add: nn.Module | None, p: float) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        self.video = (
+            K.VideoSequential(*ops, data_format="BCTHW", same_on_frame=True) if ops else None
+        )
+        self.add = add
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p < 1.0 and torch.rand(()) >= self.p:
+            return x
+        if self.add is not None:
+            x = self.add(x)
+        if self.video is not None:
+            x = self.video(x)
+        return x.clamp(0.0, 1.0)
+
+
+def build_photometric(
+    color_jitter: float | Sequence[float] | None = None,
+    srtg: Mapping[str, bool | float] | None = None,
+) -> nn.Module | None:
+    """The photometric augmentation, or None when every flag is off.
+
+    Args:
+        color_jitter: ``s`` (brightness, contrast, saturation ``s``, hue ``s / 4``) or the four
+            values ``[b, c, s, h]``, applied with p = 0.8.
+        srtg: SRTG/imgaug set (A.6), each op a flag: ``blur`` (Gaussian sigma 0.1..0.3),
+            ``add`` (per-channel -5..15 of 255), ``hue_saturation`` (hue +-16/255 of the
+            circle, saturation x0.94..1.06), ``contrast`` (linear 0.85..1.115), ``perspective``
+            (corners up to 5%) and ``rotation`` (+-10 deg), the last two as one-of; ``p`` (0.8)
+            for the whole set and ``p_op`` (0.4) for each op.
+    """
+    import kornia.augmentation as K
+
+    ops: list[nn.Module] = []
+    if color_jitter:
+        b, c, s, h = (
+            (color_jitter, color_jitter, color_jitter, color_jitter / 4)
+            if isinstance(color_jitter, (int, float))
+            else tuple(color_jitter)
+        )
+        ops.append(K.ColorJitter(b, c, s, h, p=0.8))
+    srtg = dict(srtg or {})
+    p_all, p_op = float(srtg.pop("p", 0.8)), float(srtg.pop("p_op", 0.4))
+    unknown = set(srtg) - {"blur", "add", "hue_saturation", "contrast", "perspective", "rotation"}
+    if unknown:
+        raise ValueError(
+            f"unknown data.augment.srtg flags {sorted(unknown)}; use blur, add, hue_saturation, "
+            "contrast, perspective, rotation, p, p_op"
+        )
+    add = _RandomChannelAdd(-5.0, 15.0, p_op) if srtg.get("add") else None
+    srtg_ops: list[nn.Module] = []
+    if srtg.get("blur"):
+        srtg_ops.append(K.RandomGaussianBlur((3, 3), (0.1, 0.3), p=p_op))
+    if srtg.get("hue_saturation"):
+        srtg_ops += [K.RandomHue((-16 / 255 / 2, 16 / 255 / 2), p=p_op),
+                     K.RandomSaturation((0.94, 1.06), p=p_op)]
+    if srtg.get("contrast"):
+        srtg_ops.append(K.RandomContrast((0.85, 1.115), p=p_op))
+    geometric = []
+    if srtg.get("perspective"):
+        geometric.append(K.RandomPerspective(0.1, p=p_op))
+    if srtg.get("rotation"):
+        geometric.append(K.RandomRotation(10.0, p=p_op))
+    if len(geometric) == 2:  # imgaug OneOf[perspective, rotation]
+        geometric = [_OneOf(geometric)]
+    if not ops and not srtg_ops and not geometric and add is None:
+        return None
+    if srtg_ops or geometric or add is not None:
+        set_ = _Photometric(srtg_ops + geometric, add, p_all)
+        colour = _Photometric(ops, None, 1.0) if ops else None
+        return nn.Sequential(*(m for m in (colour, set_) if m is not None))
+    return _Photometric(ops, None, 1.0)
+
+
+class _OneOf(nn.Module):
+    """Apply one of several clip-consistent ops, chosen per call (imgaug ``OneOf``)."""
+
+    def __init__(self, ops: list[nn.Module]) -> None:
+        super().__init__()
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops[int(torch.randint(len(self.ops), ()))](x)
 
 
 class ClipTransform:
-    """Short-side resize, crop (random for training, centre otherwise), optional flip, normalise.
+    """Resize, crop (random/multiscale/resized for training, centre otherwise), flip, normalise.
 
     Args:
         crop_size: side of the square crop.
         scale_size: short side after resizing (256 for 224 crops in the papers). For training a
             ``(min, max)`` pair draws the short side per clip (scale jitter).
-        train: random crop/flip when True, centre crop otherwise.
-        mean, std: per-channel normalisation of ``[0, 1]`` pixels.
+        train: random crop/flip/photometric when True, centre crop otherwise.
+        mean, std: per-channel normalisation of ``[0, 1]`` pixels (ImageNet, or ViT's 0.5/0.5).
         flip: random horizontal flip in training. Datasets with left/right classes must pass
             ``flip_label_map`` (swaps labels on flip) or keep ``flip=False``.
         flip_label_map: ``{label: flipped_label}`` applied when a clip is flipped.
+        train_crop: ``random`` | ``multiscale`` (TSM) | ``resized`` (random-resized crop).
+        scales, max_distort: TSM multi-scale crop parameters.
+        rrc_scale, rrc_ratio: random-resized crop area fraction and aspect range.
+        color_jitter, srtg: photometric augmentation (``build_photometric``), training only.
+        to_uint8: return the cropped clip as uint8 ``(3, T, c, c)`` without photometric
+            augmentation or normalisation; ``GpuClipAugment`` finishes it batched on the GPU.
     """
 
     def __init__(
@@ -107,37 +319,102 @@ class ClipTransform:
         std: Sequence[float] = IMAGENET_STD,
         flip: bool = False,
         flip_label_map: Mapping[int, int] | None = None,
+        train_crop: str = "random",
+        scales: Sequence[float] = TSM_SCALES,
+        max_distort: int = 1,
+        rrc_scale: Sequence[float] = (0.08, 1.0),
+        rrc_ratio: Sequence[float] = (3 / 4, 4 / 3),
+        color_jitter: float | Sequence[float] | None = None,
+        srtg: Mapping[str, bool | float] | None = None,
+        to_uint8: bool = False,
     ) -> None:
         self.crop_size = crop_size
         self.scale_range = (
             (int(scale_size), int(scale_size))
             if isinstance(scale_size, (int, np.integer))
-            else (int(scale_size[0]), int(scale_size[1]))
+            else (int(scale_size[0]), int(scale_size[-1]))
         )
         if self.scale_range[0] < crop_size:
             raise ValueError(f"scale_size {scale_size} must be >= crop_size {crop_size}")
+        if train_crop not in TRAIN_CROPS:
+            raise ValueError(f"data.augment.train_crop must be one of {TRAIN_CROPS}, got {train_crop!r}")
         self.train = train
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.flip = flip
-        self.flip_label_map = dict(flip_label_map or {})
+        self.flip_label_map = {int(k): int(v) for k, v in dict(flip_label_map or {}).items()}
+        self.train_crop = train_crop
+        self.scales = tuple(scales)
+        self.max_distort = max_distort
+        self.rrc_scale, self.rrc_ratio = tuple(rrc_scale), tuple(rrc_ratio)
+        self.to_uint8 = to_uint8
+        self.photometric = build_photometric(color_jitter, srtg) if train and not to_uint8 else None
 
-    def __call__(
-        self, frames: np.ndarray, label: int, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, int]:
-        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    def scale_range_for(self, crop_size: int) -> tuple[int, int]:
+        """The short-side range for another crop size (multigrid short cycle): scaled by
+        ``crop_size / self.crop_size``, never below the crop."""
+        if crop_size == self.crop_size:
+            return self.scale_range
+        f = crop_size / self.crop_size
         lo, hi = self.scale_range
-        size = int(rng.integers(lo, hi + 1)) if self.train and hi > lo else (lo + hi) // 2
+        return max(crop_size, round(lo * f)), max(crop_size, round(hi * f))
+
+    def _geometry(self, clip: torch.Tensor, rng: np.random.Generator, c: int) -> torch.Tensor:
+        lo, hi = self.scale_range_for(c)
+        if not self.train:
+            clip = resize_short_side(clip, (lo + hi) // 2)
+            return crop_clip(clip, crop_boxes(*clip.shape[-2:], c, "center")[0], c)
+        size = int(rng.integers(lo, hi + 1)) if hi > lo else lo
         clip = resize_short_side(clip, size)
         h, w = clip.shape[-2:]
-        c = self.crop_size
-        if self.train:
+        if self.train_crop == "random":
             y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+            return crop_clip(clip, (y0, x0), c)
+        if self.train_crop == "multiscale":
+            y0, x0, ch, cw = multiscale_crop_box(h, w, c, rng, self.scales, self.max_distort)
         else:
-            y0, x0 = crop_boxes(h, w, c, "center")[0]
-        clip = crop_clip(clip, (y0, x0), c)
+            y0, x0, ch, cw = random_resized_crop_box(h, w, rng, self.rrc_scale, self.rrc_ratio)
+        return _resize(clip[..., y0 : y0 + ch, x0 : x0 + cw], c, c)
+
+    def __call__(
+        self, frames: np.ndarray, label: int, rng: np.random.Generator, crop_size: int | None = None
+    ) -> tuple[torch.Tensor, int]:
+        c = int(crop_size or self.crop_size)
+        # (T, H, W, 3) -> (T, 3, H, W) view: channels-last memory, what the uint8 resize wants.
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        clip = self._geometry(clip, rng, c)
         if self.train and self.flip and rng.random() < 0.5:
             clip = clip.flip(-1)
-            label = self.flip_label_map.get(label, label)
-        clip = clip.permute(1, 0, 2, 3).div_(255.0)
-        return (clip - self.mean) / self.std, label
+            label = self.flip_label_map.get(int(label), label)
+        clip = clip.permute(1, 0, 2, 3)  # (3, T, c, c)
+        if self.to_uint8:
+            return clip.contiguous(), label
+        if self.photometric is not None:
+            with torch.no_grad():
+                clip = self.photometric(clip.float().div_(255.0).unsqueeze(0))[0]
+        return normalize(clip, self.mean, self.std, channel_dim=0).contiguous(), label
+
+
+class GpuClipAugment:
+    """Finishes uint8 batches ``(B, 3, T, H, W)`` on their device: photometric augmentation
+    (training only, each clip its own parameters, all its frames the same) and normalisation.
+    Float batches pass unchanged (already normalised)."""
+
+    def __init__(
+        self,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        color_jitter: float | Sequence[float] | None = None,
+        srtg: Mapping[str, bool | float] | None = None,
+    ) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.photometric = build_photometric(color_jitter, srtg)
+
+    def __call__(self, clips: torch.Tensor, train: bool) -> torch.Tensor:
+        if clips.dtype != torch.uint8:
+            return clips
+        if train and self.photometric is not None:
+            self.photometric.to(clips.device)
+            with torch.no_grad():
+                x = self.photometric(clips.float().div_(255.0))
+            return normalize(x, self.mean, self.std, channel_dim=1)
+        return normalize(clips, self.mean, self.std, channel_dim=1)
