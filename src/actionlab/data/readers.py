@@ -44,7 +44,9 @@ __all__ = [
 BACKENDS = ("video", "frames", "sqlite")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 # TSM (somethingv1, ucf/hmdb), TokShift/mmaction (kinetics), TSM sthv2 extraction, SRTG jpgs.
-FRAME_TEMPLATES = ("{:05d}.jpg", "img_{:05d}.jpg", "{:06d}.jpg", "frame_{:05d}.jpg", "{:05d}.png")
+FRAME_TEMPLATES = (
+    "{:05d}.jpg", "img_{:05d}.jpg", "{:06d}.jpg", "frame_{:05d}.jpg", "{:05d}.png", "img_{:05d}.png"
+)
 SQLITE_DB = "frames.db"
 SQLITE_COUNT = "n_frames"
 
