@@ -38,7 +38,7 @@ import torch
 from actionlab.data.datamodule import VideoDataset
 from actionlab.data.datasets.base import VideoRecord
 from actionlab.data.readers import VideoReader
-from actionlab.data.sampling import dense_indices, segment_indices, twice_sample_indices
+from actionlab.data.sampling import dense_indices, fps_scaled_rate, segment_indices, twice_sample_indices
 from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, crop_clip, resize_short_side
 
 __all__ = [
@@ -69,7 +69,8 @@ class ViewProtocol:
         scale: short side before cropping: ``data`` = ``data.scale_size``, ``crop`` = the crop
             size itself (PySlowFast/TokShift testing).
         aggregate: default score aggregation over views.
-        num_frames, crop_size, scale_size, sampling_rate: filled in by :func:`resolve_protocol`.
+        num_frames, crop_size, scale_size, sampling_rate, target_fps: filled in by
+            :func:`resolve_protocol` from the data config.
     """
 
     name: str
@@ -83,6 +84,7 @@ class ViewProtocol:
     crop_size: int = 224
     scale_size: int = 256
     sampling_rate: float = 1.0
+    target_fps: float | None = None
 
     @property
     def views(self) -> int:
@@ -109,7 +111,7 @@ def resolve_protocol(eval_cfg: Any, data_cfg: Any) -> ViewProtocol:
 
     ``eval`` keys read: ``protocol``, ``clips``, ``crops``, ``sampling``, ``sampling_rate``,
     ``aggregate`` (null keeps the protocol's); ``data`` keys: ``num_frames``, ``crop_size``,
-    ``scale_size`` and ``sampling_rate`` if the data config has one.
+    ``scale_size`` and, if present, ``sampling_rate`` and ``target_fps``.
     """
     name = eval_cfg.get("protocol")
     if name not in PROTOCOLS:
@@ -135,6 +137,7 @@ def resolve_protocol(eval_cfg: Any, data_cfg: Any) -> ViewProtocol:
         crop_size=crop,
         scale_size=scale,
         sampling_rate=float(rate),
+        target_fps=data_cfg.get("target_fps"),
     )
 
 
@@ -152,13 +155,16 @@ def _segment_clips(num_frames: int, num_segments: int, clips: int) -> list[np.nd
     ]
 
 
-def temporal_views(num_frames: int, protocol: ViewProtocol) -> list[np.ndarray]:
-    """``protocol.clips`` arrays of ``protocol.num_frames`` 0-based frame indices."""
+def temporal_views(num_frames: int, protocol: ViewProtocol, fps: float | None = None) -> list[np.ndarray]:
+    """``protocol.clips`` arrays of ``protocol.num_frames`` 0-based frame indices.
+
+    Dense clips step ``sampling_rate`` frames of a ``target_fps`` video when both the protocol's
+    ``target_fps`` and the video's ``fps`` are known (``fps_scaled_rate``).
+    """
     if protocol.sampling == "segment":
         return _segment_clips(num_frames, protocol.num_frames, protocol.clips)
-    return dense_indices(
-        num_frames, protocol.num_frames, protocol.sampling_rate, train=False, num_clips=protocol.clips
-    )
+    rate = fps_scaled_rate(protocol.sampling_rate, fps, protocol.target_fps)
+    return dense_indices(num_frames, protocol.num_frames, rate, train=False, num_clips=protocol.clips)
 
 
 def spatial_views(height: int, width: int, protocol: ViewProtocol) -> list[tuple[int, int]]:
@@ -198,17 +204,32 @@ class MultiViewDataset(VideoDataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
 
-    def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    def load(
+        self, index: int, rng: np.random.Generator, crop_size: int | None = None
+    ) -> tuple[torch.Tensor, int]:
         record = self.records[index]
-        num_frames = record.num_frames or self.reader.num_frames(record.path)
-        clips = temporal_views(num_frames, self.protocol)
+        clips: list[np.ndarray] = []
+
+        def choose(num_frames: int, fps: float | None = None) -> np.ndarray:
+            clips[:] = temporal_views(num_frames, self.protocol, fps)
+            return np.unique(np.concatenate(clips))  # frames shared by clips decode once
+
+        if record.num_frames:
+            frames = self.reader.read(record.path, choose(record.num_frames))
+        elif hasattr(self.reader, "read_sampled"):  # one open for length, fps and frames
+            frames, _ = self.reader.read_sampled(record.path, choose)
+        else:
+            frames = self.reader.read(record.path, choose(self.reader.num_frames(record.path)))
         wanted = np.unique(np.concatenate(clips))
-        frames = self.reader.read(record.path, wanted)  # (N, H, W, 3) uint8
-        frames = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        frames = resize_short_side(frames, self.protocol.scale_size).div_(255.0)
+        # Resized as uint8, cropped, then scaled and normalised: the steps and order of the
+        # validation transform (ClipTransform), so the 1-clip view equals the validation clip.
+        frames = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        frames = resize_short_side(frames, self.protocol.scale_size)
         boxes = spatial_views(frames.shape[-2], frames.shape[-1], self.protocol)
         views = []
         for clip in clips:
             picked = frames[np.searchsorted(wanted, clip)].permute(1, 0, 2, 3)  # (3, T, H, W)
-            views += [(crop_clip(picked, box, self.protocol.crop_size) - self.mean) / self.std for box in boxes]
+            for box in boxes:
+                view = crop_clip(picked, box, self.protocol.crop_size).float().div_(255.0)
+                views.append((view - self.mean) / self.std)
         return torch.stack(views), record.label
