@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _triple
 
+from actionlab.models.layers import init_msra
 from actionlab.models.srtg import SqueezeRecursion
 
 __all__ = ["MTConv", "MTBlock", "MTNet", "SIZES", "select_frames", "mtnet_xs", "mtnet_s", "mtnet_m", "mtnet_l"]
@@ -210,18 +211,7 @@ class MTNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             inplanes = planes
         self.fc = nn.Linear(inplanes, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm3d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_msra(self, fc_std=0.01, zero_init_final_bn=False)  # the release's initialisation
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5:
@@ -240,8 +230,7 @@ class MTNet(nn.Module):
     def reset_fc(self, num_classes: int) -> None:
         """A fresh classifier (released init N(0, 0.01)) for another label set."""
         self.fc = nn.Linear(self.fc.in_features, num_classes)
-        nn.init.normal_(self.fc.weight, 0.0, 0.01)
-        nn.init.zeros_(self.fc.bias)
+        init_msra(self.fc, fc_std=0.01)
         self.num_classes = num_classes
 
 

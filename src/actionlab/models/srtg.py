@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from actionlab.models.layers import init_msra
+
 __all__ = [
     "ARCHS",
     "SqueezeRecursion",
@@ -129,8 +131,11 @@ def _midplanes(inplanes: int, planes: int) -> int:
     return (inplanes * planes * 27) // (inplanes * 9 + 3 * planes)
 
 
-class BasicBlock(nn.Module):
-    """Two spatio-temporal convs + shortcut, ReLU, then the optional SR block (``sar``)."""
+class _Block(nn.Module):
+    """Residual block skeleton: ``relu(branch(x) + shortcut(x))``, then the optional SR block.
+
+    Subclasses build their branch in :meth:`build` (module names ``conv1..3`` as released).
+    """
 
     expansion = 1
 
@@ -144,52 +149,53 @@ class BasicBlock(nn.Module):
         recursion: bool = False,
     ) -> None:
         super().__init__()
+        self.build(inplanes, planes, builder, stride)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+        self.sar = SqueezeRecursion(planes) if recursion else None
+
+    def build(self, inplanes: int, planes: int, builder: type[nn.Module], stride: int) -> None:
+        raise NotImplementedError
+
+    def branch(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.branch(x) + identity)
+        return out if self.sar is None else self.sar(out)
+
+
+class BasicBlock(_Block):
+    """Two spatio-temporal convs (stride in the first) + shortcut."""
+
+    def build(self, inplanes: int, planes: int, builder: type[nn.Module], stride: int) -> None:
         mid = _midplanes(inplanes, planes)
         self.conv1 = nn.Sequential(
             builder(inplanes, planes, mid, stride), nn.BatchNorm3d(planes), nn.ReLU(inplace=True)
         )
         self.conv2 = nn.Sequential(builder(planes, planes, mid), nn.BatchNorm3d(planes))
-        self.downsample = downsample
-        self.relu = nn.ReLU(inplace=True)
-        self.sar = SqueezeRecursion(planes) if recursion else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.conv2(self.conv1(x)) + identity)
-        return out if self.sar is None else self.sar(out)
+    def branch(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1x1 - spatio-temporal (stride) - 1x1x1 with the released expansion of 1."""
 
-    expansion = 1
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        builder: type[nn.Module],
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        recursion: bool = False,
-    ) -> None:
-        super().__init__()
-        mid = _midplanes(inplanes, planes)
+    def build(self, inplanes: int, planes: int, builder: type[nn.Module], stride: int) -> None:
         self.conv1 = nn.Sequential(
             nn.Conv3d(inplanes, planes, 1, bias=False), nn.BatchNorm3d(planes), nn.ReLU(inplace=True)
         )
         self.conv2 = nn.Sequential(
-            builder(planes, planes, mid, stride), nn.BatchNorm3d(planes), nn.ReLU(inplace=True)
+            builder(planes, planes, _midplanes(inplanes, planes), stride),
+            nn.BatchNorm3d(planes),
+            nn.ReLU(inplace=True),
         )
         self.conv3 = nn.Sequential(nn.Conv3d(planes, planes, 1, bias=False), nn.BatchNorm3d(planes))
-        self.downsample = downsample
-        self.relu = nn.ReLU(inplace=True)
-        self.sar = SqueezeRecursion(planes) if recursion else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
-        return out if self.sar is None else self.sar(out)
+    def branch(self, x: Tensor) -> Tensor:
+        return self.conv3(self.conv2(self.conv1(x)))
 
 
 def r3d_stem() -> nn.Sequential:
@@ -283,19 +289,8 @@ class VideoResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             inplanes = planes
         self.fc = nn.Linear(inplanes, num_classes)
-        self._init_weights()
+        init_msra(self, fc_std=0.01, zero_init_final_bn=False)  # the release's initialisation
         self._apply_gates()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def gates_active(self) -> bool:
         if self.gates_from_epoch is None:
@@ -325,8 +320,7 @@ class VideoResNet(nn.Module):
     def reset_fc(self, num_classes: int) -> None:
         """A fresh classifier (released init N(0, 0.01)) for another label set."""
         self.fc = nn.Linear(self.fc.in_features, num_classes)
-        nn.init.normal_(self.fc.weight, 0.0, 0.01)
-        nn.init.zeros_(self.fc.bias)
+        init_msra(self.fc, fc_std=0.01)
         self.num_classes = num_classes
 
 
