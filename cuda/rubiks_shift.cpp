@@ -136,8 +136,48 @@ inline void store(scalar_t* __restrict__ dst, const acc_t* __restrict__ src, int
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
 }
 
+// acc[o] += sum over rows r and column slots k of w[r][k] * rows[r][o + off[k]] (stride 1), for
+// up to 2 rows and 2 slots in one pass over the columns where all slots are valid; the columns
+// where only some are valid are finished tap by tap. One pass instead of four halves the
+// accumulator traffic, which bounds the forward pass.
+template <typename scalar_t, typename acc_t>
+inline void gather_rows_s1(acc_t* __restrict__ acc, const scalar_t* const* rows, int nr,
+                           const int64_t* off, const int64_t* lo, const int64_t* hi, int nk,
+                           const acc_t (*w)[2]) {
+  int64_t LO = lo[0], HI = hi[0];
+  for (int k = 1; k < nk; ++k) {
+    LO = std::max(LO, lo[k]);
+    HI = std::min(HI, hi[k]);
+  }
+  if (LO >= HI) LO = HI = 0;
+  for (int r = 0; r < nr; ++r)
+    for (int k = 0; k < nk; ++k) {
+      const scalar_t* src = rows[r] + off[k];
+      axpy_gather(acc, src, lo[k], std::min(hi[k], LO), 1, w[r][k]);
+      axpy_gather(acc, src, std::max(lo[k], HI), hi[k], 1, w[r][k]);
+    }
+  if (nk == 2 && nr == 2) {
+    const scalar_t *a = rows[0] + off[0], *b = rows[0] + off[1], *c = rows[1] + off[0],
+                   *d = rows[1] + off[1];
+    const acc_t wa = w[0][0], wb = w[0][1], wc = w[1][0], wd = w[1][1];
+#pragma omp simd
+    for (int64_t o = LO; o < HI; ++o)
+      acc[o] += wa * static_cast<acc_t>(a[o]) + wb * static_cast<acc_t>(b[o]) +
+                wc * static_cast<acc_t>(c[o]) + wd * static_cast<acc_t>(d[o]);
+  } else if (nk == 2 || nr == 2) {  // two terms: two slots of one row or one slot of two rows
+    const scalar_t* a = rows[0] + off[0];
+    const scalar_t* b = nk == 2 ? rows[0] + off[1] : rows[1] + off[0];
+    const acc_t wa = w[0][0], wb = nk == 2 ? w[0][1] : w[1][0];
+#pragma omp simd
+    for (int64_t o = LO; o < HI; ++o)
+      acc[o] += wa * static_cast<acc_t>(a[o]) + wb * static_cast<acc_t>(b[o]);
+  } else {
+    axpy_gather(acc, rows[0] + off[0], LO, HI, 1, w[0][0]);
+  }
+}
+
 // Each task is one output plane (n, t, c): zero its accumulator, add the (up to 8) shifted
-// reads plane by plane with the valid row/column ranges computed once per plane.
+// reads with the valid row/column ranges computed once per plane.
 template <typename scalar_t>
 void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& out,
                       const Geometry& g, bool quantize) {
@@ -152,21 +192,39 @@ void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& 
       const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
       const auto& [tt, th, tw] = taps[c];
       const SlotRanges rh = slot_ranges(th, g.Ho, g.H, g.sH), rw = slot_ranges(tw, g.Wo, g.W, g.sW);
+      // Active column slots (value weight != 0; at most 2 of the 3).
+      int nk = 0;
+      int64_t off[2], klo[2], khi[2];
+      acc_t kw[2];
+      for (int k = 0; k < 3; ++k) {
+        if (tw.v[k] == acc_t(0) || nk == 2) continue;
+        off[nk] = tw.base + k, klo[nk] = rw.lo[k], khi[nk] = rw.hi[k], kw[nk] = tw.v[k];
+        ++nk;
+      }
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int i = 0; i < 3; ++i) {
+      for (int i = 0; i < 3 && nk > 0; ++i) {
         const int64_t ti = to * g.sT + tt.base + i;
         if (tt.v[i] == acc_t(0) || !in_range(ti, g.T)) continue;
         const scalar_t* plane = xp + ((n * g.T + ti) * C + c) * in_plane;
-        for (int j = 0; j < 3; ++j) {
-          if (th.v[j] == acc_t(0)) continue;
-          const acc_t wth = tt.v[i] * th.v[j];
-          for (int64_t ho = rh.lo[j]; ho < rh.hi[j]; ++ho) {
-            const scalar_t* row = plane + (ho * g.sH + th.base + j) * g.W;
-            acc_t* a = acc.data() + ho * g.Wo;
-            for (int k = 0; k < 3; ++k) {
-              if (tw.v[k] == acc_t(0)) continue;
-              axpy_gather(a, row + tw.base + k, rw.lo[k], rw.hi[k], g.sW, wth * tw.v[k]);
-            }
+        for (int64_t ho = 0; ho < g.Ho; ++ho) {
+          const scalar_t* rows[2];
+          acc_t w[2][2];
+          int nr = 0;
+          for (int j = 0; j < 3 && nr < 2; ++j) {
+            if (th.v[j] == acc_t(0) || ho < rh.lo[j] || ho >= rh.hi[j]) continue;
+            rows[nr] = plane + (ho * g.sH + th.base + j) * g.W;
+            for (int k = 0; k < nk; ++k) w[nr][k] = tt.v[i] * th.v[j] * kw[k];
+            ++nr;
+          }
+          if (nr == 0) continue;
+          acc_t* a = acc.data() + ho * g.Wo;
+          if (g.sW == 1) {
+            gather_rows_s1(a, rows, nr, off, klo, khi, nk, w);
+          } else {
+            for (int r = 0; r < nr; ++r)
+              for (int k = 0; k < nk; ++k)
+                axpy_gather(a + klo[k], rows[r] + off[k] + klo[k] * g.sW, 0, khi[k] - klo[k],
+                            g.sW, w[r][k]);
           }
         }
       }
