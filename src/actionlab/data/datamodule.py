@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import math
 import os
 import tempfile
 from typing import Any, Callable, Mapping, Sequence
@@ -40,6 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 BAD_VIDEO_POLICIES = ("skip", "fail")
 SAMPLINGS = ("segment", "dense")
+# Frame rate assumed for time windows when the backend does not know it (frame folders).
+DEFAULT_FPS = 30.0
 BatchSamplerFactory = Callable[[Sampler, int, bool], BatchSampler]
 
 
@@ -118,37 +121,53 @@ class VideoDataset(Dataset):
         base = torch.initial_seed() % (2**32) if self.train else 0
         return np.random.default_rng([base, index, attempt])
 
-    def _choose(self, path: str, rng: np.random.Generator) -> Callable[[int, float | None], np.ndarray]:
+    def _choose(self, record: VideoRecord, rng: np.random.Generator) -> Callable[[int, float | None], np.ndarray]:
+        windowed = record.start is not None or record.end is not None
+
         def choose(num_frames: int, fps: float | None) -> np.ndarray:
-            if num_frames < self.min_video_frames:
+            first, length = 0, num_frames
+            if windowed:  # a clip inside a longer video (HACS): seconds -> frames
+                rate = fps or DEFAULT_FPS
+                first = min(num_frames - 1, max(0, int(round((record.start or 0.0) * rate))))
+                last = num_frames if record.end is None else min(num_frames, math.ceil(record.end * rate))
+                length = max(1, last - first)
+            if length < self.min_video_frames:
                 raise VideoReadError(
-                    f"video has {num_frames} frames, fewer than data.min_video_frames="
-                    f"{self.min_video_frames}: {path}"
+                    f"video has {length} frames, fewer than data.min_video_frames="
+                    f"{self.min_video_frames}: {record.path}"
                 )
             if getattr(self.sampler, "needs_fps", False):
-                return self.sampler(num_frames, self.train, rng, fps=fps)
-            return self.sampler(num_frames, self.train, rng)
+                indices = self.sampler(length, self.train, rng, fps=fps)
+            else:
+                indices = self.sampler(length, self.train, rng)
+            return np.asarray(indices) + first
 
         return choose
 
     def _known_info(self, record: VideoRecord) -> VideoInfo | None:
-        needs_fps = getattr(self.sampler, "needs_fps", False)
+        needs_fps = getattr(self.sampler, "needs_fps", False) or record.start is not None
         if record.num_frames and not needs_fps:
             return VideoInfo(int(record.num_frames))
-        return self.info_cache.get(record.path) if self.info_cache is not None else None
+        if self.info_cache is None:
+            return None
+        return self.info_cache.get(self._source(record.path))
+
+    def _source(self, path: str) -> str:
+        source = getattr(self.reader, "source", None)
+        return source(path) if source is not None else path
 
     def load(
         self, index: int, rng: np.random.Generator, crop_size: int | None = None
     ) -> tuple[torch.Tensor, int]:
         record = self.records[index]
-        choose = self._choose(record.path, rng)
+        choose = self._choose(record, rng)
         info = self._known_info(record)
         if info is not None:
             frames = self.reader.read(record.path, choose(info.num_frames, info.fps))
         elif hasattr(self.reader, "read_sampled"):
             frames, info = self.reader.read_sampled(record.path, choose)
             if self.info_cache is not None:
-                self.info_cache.put(record.path, info)
+                self.info_cache.put(self._source(record.path), info)
         else:  # a minimal reader (the VideoReader protocol)
             frames = self.reader.read(record.path, choose(self.reader.num_frames(record.path), None))
         if crop_size is None:

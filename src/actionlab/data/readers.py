@@ -102,6 +102,10 @@ class _Reader:
     def probe(self, path: str) -> VideoInfo:
         raise NotImplementedError
 
+    def source(self, path: str) -> str:
+        """The file or folder that holds the frames of ``path`` (cache key)."""
+        return path
+
     def num_frames(self, path: str) -> int:
         return self.probe(path).num_frames
 
@@ -213,6 +217,9 @@ class FrameFolderReader(_Reader):
         self.template = template
         self.start_index = start_index
 
+    def source(self, path: str) -> str:
+        return frames_dir(path)
+
     def _template(self, folder: str) -> str:
         if self.template is not None:
             return self.template
@@ -263,6 +270,9 @@ class SQLiteFrameReader(_Reader):
     ``ObjId = "<video folder name>/frame_%05d"`` (1-based) and the encoded image bytes;
     ``<video>/n_frames`` holds the frame count. One query fetches all frames of a clip.
     """
+
+    def source(self, path: str) -> str:
+        return frames_dir(path)
 
     def _paths(self, path: str) -> tuple[str, str, str]:
         folder = frames_dir(path)
