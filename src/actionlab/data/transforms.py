@@ -199,15 +199,22 @@ class _RandomChannelAdd(nn.Module):
 
 
 class _Photometric(nn.Module):
-    """Clip-consistent photometric augmentation of ``(B, C, T, H, W)`` float clips in [0, 1]."""
+    """Clip-consistent photometric augmentation of ``(B, C, T, H, W)`` float clips in [0, 1].
 
-    def __init__(self, ops: list[nn.Module], add: nn.Module | None, p: float) -> None:
+    ``ops`` run in order; then one of ``one_of`` (imgaug ``OneOf``), chosen per call. Each is a
+    kornia ``VideoSequential(same_on_frame=True)``: one parameter draw per clip.
+    """
+
+    def __init__(self, ops: list[nn.Module], add: nn.Module | None, p: float,
+                 one_of: list[nn.Module] | None = None) -> None:
         super().__init__()
         import kornia.augmentation as K
 
-        self.video = (
-            K.VideoSequential(*ops, data_format="BCTHW", same_on_frame=True) if ops else None
-        )
+        def video(*modules: nn.Module) -> nn.Module:
+            return K.VideoSequential(*modules, data_format="BCTHW", same_on_frame=True)
+
+        self.video = video(*ops) if ops else None
+        self.one_of = nn.ModuleList([video(op) for op in one_of or []])
         self.add = add
         self.p = p
 
@@ -218,6 +225,8 @@ class _Photometric(nn.Module):
             x = self.add(x)
         if self.video is not None:
             x = self.video(x)
+        if len(self.one_of):
+            x = self.one_of[int(torch.randint(len(self.one_of), ()))](x)
         return x.clamp(0.0, 1.0)
 
 
@@ -268,26 +277,12 @@ def build_photometric(
         geometric.append(K.RandomPerspective(0.1, p=p_op))
     if srtg.get("rotation"):
         geometric.append(K.RandomRotation(10.0, p=p_op))
-    if len(geometric) == 2:  # imgaug OneOf[perspective, rotation]
-        geometric = [_OneOf(geometric)]
     if not ops and not srtg_ops and not geometric and add is None:
         return None
-    if srtg_ops or geometric or add is not None:
-        set_ = _Photometric(srtg_ops + geometric, add, p_all)
-        colour = _Photometric(ops, None, 1.0) if ops else None
-        return nn.Sequential(*(m for m in (colour, set_) if m is not None))
-    return _Photometric(ops, None, 1.0)
-
-
-class _OneOf(nn.Module):
-    """Apply one of several clip-consistent ops, chosen per call (imgaug ``OneOf``)."""
-
-    def __init__(self, ops: list[nn.Module]) -> None:
-        super().__init__()
-        self.ops = nn.ModuleList(ops)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops[int(torch.randint(len(self.ops), ()))](x)
+    colour = _Photometric(ops, None, 1.0) if ops else None
+    # imgaug OneOf[perspective, rotation] after the others, the whole set with p = p_all.
+    srtg_set = _Photometric(srtg_ops, add, p_all, geometric) if srtg_ops or geometric or add else None
+    return nn.Sequential(*(m for m in (colour, srtg_set) if m is not None))
 
 
 class ClipTransform:
