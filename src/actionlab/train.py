@@ -1,25 +1,38 @@
 """The training task: ``run(cfg)`` builds everything from the composed config and fits.
 
 ``train.py`` at the repository root is the Hydra entry point that calls this.
+
+Besides wiring the config groups together, the task owns what must hold for every run:
+- exact resume: ``ckpt_path=.../last.ckpt`` (or, with ``auto_resume``, an existing
+  ``<output_dir>/checkpoints/last.ckpt``, e.g. after a SLURM requeue) restores epoch, step, LR,
+  multigrid stage, the training sampler position and the W&B run id;
+- the multigrid schedule (``schedule=...``) sets the Trainer's epochs and loader reloading;
+- W&B: offline without a key and then never uploads checkpoints; online it logs them as
+  artifacts; one group per sweep; the code version; ``wandb.finish()`` after every job;
+- DDP: the compiled RubiksShift op is built once before Lightning starts the other ranks.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from actionlab.lit.callbacks import RUN_ID_KEY, ChannelsLast3d, RunIdCheckpoint
 from actionlab.lit.module import VideoClassifier
+from actionlab.schedules.callback import ResumableSampling
 from actionlab.utils.instantiate import instantiate_collection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "build_module", "output_dir"]
+__all__ = ["run", "build_module", "output_dir", "resume_checkpoint"]
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -51,6 +64,88 @@ def _checked_ckpt_path(ckpt_path: str | None) -> str | None:
     return str(ckpt_path)
 
 
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path``, else (``auto_resume``) the run directory's own ``last.ckpt`` if any."""
+    explicit = _checked_ckpt_path(cfg.get("ckpt_path"))
+    if explicit is not None or not cfg.get("auto_resume", False):
+        return explicit
+    last = output_dir(cfg) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("auto_resume: continuing from %s", last)
+        return str(last)
+    return None
+
+
+def _global_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def _code_version() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{'-dirty' if dirty else ''}" if head else "unknown"
+
+
+def _sweep_group() -> str | None:
+    """The multirun sweep's directory name: one W&B group per sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+
+def _configure_wandb(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """Fill the W&B logger's run id (resume), group (sweep) and checkpoint upload (online only)."""
+    node = (cfg.get("logger") or {}).get("wandb")
+    if not node:
+        return
+    with open_dict(cfg):
+        offline = bool(node.get("offline", False))
+        if offline and node.get("log_model"):
+            log.warning("W&B is offline: checkpoints are not uploaded (logger.wandb.log_model=false)")
+        # Online runs upload checkpoints as artifacts; offline ones never can.
+        node.log_model = False if offline else (node.get("log_model") if node.get("log_model") is not None else True)
+        if ckpt_path and not node.get("id"):
+            run_id = _checkpoint_run_id(ckpt_path)
+            if run_id:
+                node.id = run_id
+        if not node.get("group"):
+            node.group = _sweep_group() or ""
+
+
+def _checkpoint_run_id(path: str) -> str | None:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # an old or foreign checkpoint: start a new W&B run
+        return None
+    return ckpt.get(RUN_ID_KEY)
+
+
+def _prebuild_ops(cfg: DictConfig, module: VideoClassifier) -> None:
+    """Build the compiled RubiksShift op in the launching process so DDP ranks load it."""
+    distributed = cfg.trainer.get("devices", 1) not in (1, "1") or int(cfg.trainer.get("num_nodes", 1)) > 1
+    if not distributed or "LOCAL_RANK" in os.environ:
+        return
+    from actionlab.ops.rubiks_shift import RubiksShift3d
+
+    if any(isinstance(m, RubiksShift3d) for m in module.modules()):
+        from actionlab.ops import _extension
+
+        _extension.load(warn=False)
+
+
 def _finish_wandb() -> None:
     """Close the W&B run so the next multirun job starts its own."""
     try:
@@ -65,22 +160,44 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and optionally test) as configured; returns the final metrics as floats."""
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    if _global_rank() == 0:
+        OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     try:
+        ckpt_path = resume_checkpoint(cfg)
+        _configure_wandb(cfg, ckpt_path)
         datamodule = hydra.utils.instantiate(cfg.data)
         module = build_module(cfg)
+        if cfg.module.get("compile"):
+            from torch import _dynamo
+
+            _dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
         callbacks = instantiate_collection(cfg.get("callbacks"))
+        trainer_kwargs: dict[str, Any] = {}
+        schedule = hydra.utils.instantiate(cfg.schedule) if cfg.get("schedule") and "_target_" in cfg.schedule else None
+        if schedule is not None:
+            callbacks.append(schedule)
+            trainer_kwargs.update(schedule.trainer_overrides)
+            log.info("multigrid schedule:\n%s", schedule.schedule.table())
+        else:
+            callbacks.append(ResumableSampling(cfg.get("seed")))
+        callbacks.append(RunIdCheckpoint())
+        if cfg.get("channels_last_3d"):
+            callbacks.append(ChannelsLast3d())
         loggers = instantiate_collection(cfg.get("logger"))
         trainer: L.Trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_kwargs
         )
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if loggers:
+            params = OmegaConf.to_container(cfg, resolve=True)
+            params["code_version"] = _code_version()
+            for logger in loggers:
+                logger.log_hyperparams(params)
+        _prebuild_ops(cfg, module)
         metrics: dict[str, Any] = {}
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=_checked_ckpt_path(cfg.get("ckpt_path")))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(trainer.callback_metrics)
         if cfg.get("test", False):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

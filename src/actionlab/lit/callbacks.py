@@ -1,0 +1,234 @@
+"""Training callbacks: speed monitor, W&B media, run identity in checkpoints, channels_last_3d.
+
+(The RubiksNet-AQ temperature annealing lives in ``actionlab.lit.aq_callbacks``.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+
+__all__ = ["SpeedMonitor", "WandbMedia", "RunIdCheckpoint", "ChannelsLast3d", "wandb_loggers", "RUN_ID_KEY"]
+
+log = logging.getLogger(__name__)
+RUN_ID_KEY = "actionlab_wandb_run_id"
+
+
+def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class SpeedMonitor(Callback):
+    """Clips/s of reading, forward and backward, the data-wait fraction and GPU memory.
+
+    Every step costs two ``perf_counter`` calls (data wait and wall time, never a CUDA sync).
+    The per-phase split (forward, backward) is measured on one step per logging interval only,
+    with a CUDA synchronisation at the phase boundaries of that step, so the default run keeps
+    its speed. Logged (and shown in the progress bar) every ``trainer.log_every_n_steps``:
+    ``speed/clips_per_s`` (end to end), ``speed/read_clips_per_s`` (clips / data-wait time),
+    ``speed/forward_clips_per_s``, ``speed/backward_clips_per_s``, ``speed/data_wait``
+    (fraction of wall time spent waiting for batches), ``speed/gpu_mem_gb`` (peak allocated).
+
+    Args:
+        interval: steps per report; None uses ``trainer.log_every_n_steps``.
+        prog_bar: also show clips/s and data-wait in the progress bar.
+    """
+
+    def __init__(self, interval: int | None = None, prog_bar: bool = True) -> None:
+        self.interval = interval
+        self.prog_bar = prog_bar
+        self._reset()
+
+    def _reset(self) -> None:
+        self._clips = 0
+        self._wait = 0.0
+        self._window_start: float | None = None
+        self._batch_end: float | None = None
+        self._profile_step = False
+        self._t: dict[str, float] = {}
+
+    def _every(self, trainer: L.Trainer) -> int:
+        return max(1, self.interval or trainer.log_every_n_steps or 50)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._window_start is None:
+            self._window_start = now
+        elif self._batch_end is not None:
+            self._wait += now - self._batch_end
+        # Profile the last step of the window (its data wait is already measured).
+        self._profile_step = (batch_idx + 1) % self._every(trainer) == 0
+        if self._profile_step:
+            _sync(pl_module.device)
+            self._t = {"start": time.perf_counter()}
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        if self._profile_step:
+            _sync(pl_module.device)
+            self._t["forward"] = time.perf_counter()
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._profile_step:
+            _sync(pl_module.device)
+            self._t["backward"] = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        clips = _batch_size(batch)
+        self._clips += clips
+        self._batch_end = time.perf_counter()
+        if not self._profile_step:
+            return
+        wall = self._batch_end - (self._window_start or self._batch_end)
+        metrics = {"speed/data_wait": self._wait / wall if wall > 0 else 0.0}
+        if wall > 0:
+            metrics["speed/clips_per_s"] = self._clips / wall
+        if self._wait > 0:
+            metrics["speed/read_clips_per_s"] = self._clips / self._wait
+        t = self._t
+        if "forward" in t and t["forward"] > t["start"]:
+            metrics["speed/forward_clips_per_s"] = clips / (t["forward"] - t["start"])
+        if "backward" in t and "forward" in t and t["backward"] > t["forward"]:
+            metrics["speed/backward_clips_per_s"] = clips / (t["backward"] - t["forward"])
+        if pl_module.device.type == "cuda":
+            metrics["speed/gpu_mem_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        for name, value in metrics.items():
+            shown = self.prog_bar and name in ("speed/clips_per_s", "speed/data_wait")
+            pl_module.log(name, float(value), on_step=True, on_epoch=False, prog_bar=shown, logger=True)
+        self._clips, self._wait = 0, 0.0
+        self._window_start = self._batch_end
+        self._profile_step = False
+
+
+def _batch_size(batch: Any) -> int:
+    clips = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(clips.shape[0]) if hasattr(clips, "shape") else 0
+
+
+class RunIdCheckpoint(Callback):
+    """Stores the W&B run id in every checkpoint so ``ckpt_path=...`` resumes the same run."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in wandb_loggers(trainer):
+            if logger.version:
+                checkpoint[RUN_ID_KEY] = str(logger.version)
+
+
+class ChannelsLast3d(Callback):
+    """Puts 5-D weights in ``torch.channels_last_3d`` (NDHWC) when fitting starts; cuDNN then runs
+    3D convolutions without layout transposes (inputs are converted by the first conv)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for module in pl_module.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if param.ndim == 5:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+
+
+class WandbMedia(Callback):
+    """W&B media: sample training clips as videos once per run, and the validation confusion
+    matrix as an image every validation. Does nothing without a ``WandbLogger``; costs nothing
+    in training steps after the first (a forward hook is attached during validation only).
+
+    Args:
+        num_videos: training clips logged (from the first training batch).
+        fps: frame rate of the logged videos.
+        max_classes: above this class count the confusion image is skipped (rendering cost).
+    """
+
+    def __init__(self, num_videos: int = 4, fps: int = 4, max_classes: int = 400) -> None:
+        self.num_videos = num_videos
+        self.fps = fps
+        self.max_classes = max_classes
+        self._videos_logged = False
+        self._hook: Any = None
+        self._labels: Tensor | None = None
+        self._cm: np.ndarray | None = None
+
+    def _active(self, trainer: L.Trainer) -> bool:
+        return bool(wandb_loggers(trainer)) and trainer.is_global_zero
+
+    # -- sample clips ----------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._videos_logged or not self._active(trainer):
+            return
+        self._videos_logged = True
+        datamodule = trainer.datamodule
+        mean = torch.tensor(getattr(datamodule, "mean", (0.0, 0.0, 0.0))).view(1, 3, 1, 1, 1)
+        std = torch.tensor(getattr(datamodule, "std", (1.0, 1.0, 1.0))).view(1, 3, 1, 1, 1)
+        clips = batch[0][: self.num_videos].detach().float().cpu()
+        if clips.ndim != 5 or clips.shape[1] != 3:
+            return
+        pixels = ((clips * std + mean).clamp(0, 1) * 255).to(torch.uint8)  # (B, C, T, H, W)
+        videos = [v.permute(1, 0, 2, 3).numpy() for v in pixels]  # wandb.Video wants (T, C, H, W)
+        labels = batch[1][: self.num_videos].tolist()
+        names = getattr(datamodule, "class_names", None) or []
+        captions = [names[i] if i < len(names) else str(i) for i in labels]
+        for logger in wandb_loggers(trainer):
+            try:
+                logger.log_video("train/samples", videos, step=trainer.global_step, fps=[self.fps] * len(videos),
+                                 caption=captions)
+            except Exception as err:  # media are a convenience: never stop training for them
+                log.warning("W&B video logging failed (%s); install moviepy/imageio for videos", err)
+
+    # -- confusion matrix ------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        num_classes = int(getattr(pl_module, "num_classes", 0))
+        if trainer.sanity_checking or not wandb_loggers(trainer) or not 0 < num_classes <= self.max_classes:
+            return
+        self._cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+        def hook(module: Any, args: Any, output: Tensor) -> None:
+            if self._labels is not None and output.ndim == 2 and output.shape[0] == self._labels.shape[0]:
+                from actionlab.reports import confusion_matrix
+
+                self._cm += confusion_matrix(output.argmax(-1).cpu(), self._labels.cpu(), num_classes)
+
+        self._hook = pl_module.register_forward_hook(hook)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._labels = batch[1] if self._hook is not None else None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._hook is None:
+            return
+        self._hook.remove()
+        self._hook, self._labels = None, None
+        cm = torch.as_tensor(self._cm)
+        if trainer.world_size > 1:
+            cm = pl_module.all_gather(cm.to(pl_module.device)).sum(0).cpu()
+        if not trainer.is_global_zero:
+            return
+        from actionlab.reports import _plot_confusion
+
+        out = Path(trainer.default_root_dir) / "media"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"val_confusion_epoch{trainer.current_epoch:03d}.png"
+        names = _class_names(trainer, cm.shape[0])
+        _plot_confusion(cm.numpy(), names, path, f"validation, epoch {trainer.current_epoch}")
+        for logger in wandb_loggers(trainer):
+            logger.log_image("val/confusion_matrix", [str(path)], step=trainer.global_step)
+
+
+def _class_names(trainer: L.Trainer, k: int) -> Sequence[str]:
+    names = list(getattr(trainer.datamodule, "class_names", None) or [])
+    return names if len(names) == k else [str(i) for i in range(k)]
