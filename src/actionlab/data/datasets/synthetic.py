@@ -154,8 +154,8 @@ class SyntheticSSv2(SSv2Annotations):
     def __init__(
         self,
         root: str,
-        num_train: int = 400,
-        num_val: int = 96,
+        num_train: int = 1600,
+        num_val: int = 160,
         min_frames: int = 16,
         max_frames: int = 24,
         height: int = 64,
