@@ -101,6 +101,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
+    if cfg.eval.protocol not in PROTOCOLS:
+        raise ValueError(f"eval.protocol must be one of {sorted(PROTOCOLS)}, got {cfg.eval.protocol!r}")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
