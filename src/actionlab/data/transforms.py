@@ -175,13 +175,17 @@ def random_resized_crop_box(
 
 
 def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], channel_dim: int) -> torch.Tensor:
-    """``(clip / 255 - mean) / std`` for uint8 input, ``(clip - mean) / std`` for float in [0, 1]."""
+    """``(clip / 255 - mean) / std`` for uint8 input, ``(clip - mean) / std`` for float in [0, 1].
+
+    One float copy and two in-place ops (``x * 1/(255 std) - mean/std``): this runs per clip in
+    every DataLoader worker.
+    """
     shape = [1] * clip.dim()
     shape[channel_dim] = 3
-    m = torch.tensor(mean, dtype=torch.float32, device=clip.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=clip.device).view(shape)
-    x = clip.float().div_(255.0) if clip.dtype == torch.uint8 else clip.float()
-    return (x - m) / s
+    std_t = torch.tensor(std, dtype=torch.float32, device=clip.device)
+    scale = (1.0 / (std_t * 255.0) if clip.dtype == torch.uint8 else 1.0 / std_t).view(shape)
+    shift = (torch.tensor(mean, dtype=torch.float32, device=clip.device) / std_t).view(shape)
+    return clip.float().mul_(scale).sub_(shift)
 
 
 class _RandomChannelAdd(nn.Module):
@@ -358,17 +362,18 @@ class ClipTransform:
         if not self.train:
             clip = resize_short_side(clip, (lo + hi) // 2)
             return crop_clip(clip, crop_boxes(*clip.shape[-2:], c, "center")[0], c)
-        size = int(rng.integers(lo, hi + 1)) if hi > lo else lo
-        clip = resize_short_side(clip, size)
         h, w = clip.shape[-2:]
+        if self.train_crop == "resized":  # scale-free: area fraction of the frame itself
+            return _resize(_slice(clip, random_resized_crop_box(h, w, rng, self.rrc_scale, self.rrc_ratio)), c, c)
+        # The box is drawn on the frame resized to a random short side, then only that region of
+        # the source is resized: the same crop as resize-then-crop at a fraction of the pixels.
+        size = int(rng.integers(lo, hi + 1)) if hi > lo else lo
+        vh, vw = (size, max(size, round(w * size / h))) if h <= w else (max(size, round(h * size / w)), size)
         if self.train_crop == "random":
-            y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
-            return crop_clip(clip, (y0, x0), c)
-        if self.train_crop == "multiscale":
-            y0, x0, ch, cw = multiscale_crop_box(h, w, c, rng, self.scales, self.max_distort)
+            box = (int(rng.integers(0, vh - c + 1)), int(rng.integers(0, vw - c + 1)), c, c)
         else:
-            y0, x0, ch, cw = random_resized_crop_box(h, w, rng, self.rrc_scale, self.rrc_ratio)
-        return _resize(clip[..., y0 : y0 + ch, x0 : x0 + cw], c, c)
+            box = multiscale_crop_box(vh, vw, c, rng, self.scales, self.max_distort)
+        return _resize(_slice(clip, _map_box(box, (vh, vw), (h, w))), c, c)
 
     def __call__(
         self, frames: np.ndarray, label: int, rng: np.random.Generator, crop_size: int | None = None
@@ -380,13 +385,29 @@ class ClipTransform:
         if self.train and self.flip and rng.random() < 0.5:
             clip = clip.flip(-1)
             label = self.flip_label_map.get(int(label), label)
-        clip = clip.permute(1, 0, 2, 3)  # (3, T, c, c)
+        clip = clip.permute(1, 0, 2, 3).contiguous()  # (3, T, c, c) uint8: a cheap copy
         if self.to_uint8:
-            return clip.contiguous(), label
+            return clip, label
         if self.photometric is not None:
             with torch.no_grad():
                 clip = self.photometric(clip.float().div_(255.0).unsqueeze(0))[0]
-        return normalize(clip, self.mean, self.std, channel_dim=0).contiguous(), label
+        return normalize(clip, self.mean, self.std, channel_dim=0), label
+
+
+def _slice(clip: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    y0, x0, h, w = box
+    return clip[..., y0 : y0 + h, x0 : x0 + w]
+
+
+def _map_box(
+    box: tuple[int, int, int, int], virtual: tuple[int, int], source: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A ``(y0, x0, h, w)`` box on a ``virtual``-size resize of the frame, in ``source`` pixels."""
+    fy, fx = source[0] / virtual[0], source[1] / virtual[1]
+    y0, x0 = min(int(round(box[0] * fy)), source[0] - 1), min(int(round(box[1] * fx)), source[1] - 1)
+    h = max(1, min(int(round(box[2] * fy)), source[0] - y0))
+    w = max(1, min(int(round(box[3] * fx)), source[1] - x0))
+    return y0, x0, h, w
 
 
 class GpuClipAugment:
