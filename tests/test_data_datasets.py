@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -16,7 +17,6 @@ from actionlab.data.datasets.kinetics import KineticsAnnotations
 from actionlab.data.datasets.mit import MomentsInTimeAnnotations
 from actionlab.data.datasets.ssv1 import SSv1Annotations
 from actionlab.data.datasets.ucf101 import UCF101Annotations
-from conftest import CONF_DIR
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -70,7 +70,7 @@ def test_dense_train_is_seeded_and_covers_starts():
     b = dense_indices(200, 8, 2, True, np.random.default_rng(7), num_clips=4)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     starts = {int(dense_indices(40, 8, 2, True, np.random.default_rng(s))[0][0]) for s in range(300)}
-    assert starts == set(range(0, 40 - 16 + 1))  # uniform over every valid start, none past
+    assert starts == set(range(40 - 16 + 1))  # uniform over every valid start, none past
 
 
 def test_padding_modes():

@@ -17,7 +17,8 @@ import logging
 import math
 import os
 import tempfile
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -31,10 +32,10 @@ from actionlab.data.sampling import PAD_MODES, DenseSampler, SegmentSampler
 from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, GpuClipAugment
 
 __all__ = [
-    "VideoDataModule",
-    "VideoDataset",
     "BAD_VIDEO_POLICIES",
     "SAMPLINGS",
+    "VideoDataModule",
+    "VideoDataset",
     "read_bad_video_reports",
 ]
 

@@ -29,9 +29,9 @@ import os
 import shutil
 import sqlite3
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch  # noqa: F401  (before decord, which the verification imports)
@@ -46,7 +46,7 @@ from actionlab.data.readers import (
     VideoReadError,
 )
 
-__all__ = ["FORMATS", "DATASET_EXTENSIONS", "Job", "find_videos", "prepare_one", "main"]
+__all__ = ["DATASET_EXTENSIONS", "FORMATS", "Job", "find_videos", "main", "prepare_one"]
 
 FORMATS = ("mp4", "frames", "sqlite")
 # Extensions as distributed; anything in VIDEO_EXTENSIONS is accepted with --ext any.
@@ -320,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         failures = os.path.join(args.dst, "prepare_failures.txt")
         os.makedirs(args.dst, exist_ok=True)
         with open(failures, "w") as f:
-            for src, message in sorted(results["failed"]):
-                f.write(f"{src}\t{message}\n")
+            f.writelines(f"{src}\t{message}\n" for src, message in sorted(results["failed"]))
         print(f"failed sources (the datamodule will skip them) listed in {failures}", file=sys.stderr)
         return 1
     return 0

@@ -21,22 +21,23 @@ import io
 import os
 import re
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch  # noqa: F401  (must be imported before decord: OpenMP clash / worker freezes)
 
 __all__ = [
     "BACKENDS",
-    "VIDEO_EXTENSIONS",
     "FRAME_TEMPLATES",
-    "VideoInfo",
-    "VideoReader",
-    "VideoReadError",
+    "VIDEO_EXTENSIONS",
     "DecordReader",
     "FrameFolderReader",
     "SQLiteFrameReader",
+    "VideoInfo",
+    "VideoReadError",
+    "VideoReader",
     "frames_dir",
     "make_reader",
 ]

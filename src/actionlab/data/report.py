@@ -29,8 +29,7 @@ def write_bad_video_list(path: str, bad: dict[str, str]) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        for video in sorted(bad):
-            f.write(f"{video}\t{bad[video]}\n")
+        f.writelines(f"{video}\t{bad[video]}\n" for video in sorted(bad))
     os.replace(tmp, path)
 
 

@@ -21,13 +21,13 @@ import numpy as np
 
 __all__ = [
     "PAD_MODES",
+    "DenseSampler",
+    "SegmentSampler",
+    "dense_indices",
+    "fps_scaled_rate",
+    "pad_indices",
     "segment_indices",
     "twice_sample_indices",
-    "dense_indices",
-    "pad_indices",
-    "fps_scaled_rate",
-    "SegmentSampler",
-    "DenseSampler",
 ]
 
 PAD_MODES = ("repeat", "loop")

@@ -24,7 +24,7 @@ linear contrast, one of perspective/rotation), behind flags.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,20 +32,20 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ClipTransform",
-    "GpuClipAugment",
+    "CROP_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "TRAIN_CROPS",
     "VIT_MEAN",
     "VIT_STD",
-    "CROP_MODES",
-    "TRAIN_CROPS",
+    "ClipTransform",
+    "GpuClipAugment",
+    "build_photometric",
     "crop_boxes",
     "crop_clip",
     "multiscale_crop_box",
-    "random_resized_crop_box",
-    "build_photometric",
     "normalize",
+    "random_resized_crop_box",
     "resize_short_side",
 ]
 

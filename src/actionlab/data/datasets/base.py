@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = [
-    "VideoRecord",
+    "SPLITS",
     "Annotations",
     "DatasetLayoutError",
-    "SPLITS",
-    "video_path",
+    "VideoRecord",
+    "check_split",
+    "read_csv_rows",
+    "read_lines",
     "require_dir",
     "require_file",
-    "read_csv_rows",
-    "check_split",
-    "read_lines",
+    "video_path",
 ]
 
 SPLITS = ("train", "val", "test")

@@ -15,7 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from actionlab.data.datasets.base import DatasetLayoutError, VideoRecord, check_split, require_dir, require_file, video_path
+from actionlab.data.datasets.base import (
+    DatasetLayoutError,
+    VideoRecord,
+    check_split,
+    require_dir,
+    require_file,
+    video_path,
+)
 
 __all__ = ["Diving48Annotations"]
 

@@ -28,7 +28,7 @@ from actionlab.data.datasets.base import (
 )
 from actionlab.data.datasets.kinetics import kinetics_video_name
 
-__all__ = ["HACSAnnotations", "BACKGROUND"]
+__all__ = ["BACKGROUND", "HACSAnnotations"]
 
 BACKGROUND = "background"
 SUBSETS = {"train": "training", "val": "validation", "test": "validation"}

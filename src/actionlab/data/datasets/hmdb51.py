@@ -15,7 +15,13 @@ import os
 import re
 from pathlib import Path
 
-from actionlab.data.datasets.base import DatasetLayoutError, VideoRecord, check_split, read_lines, require_dir
+from actionlab.data.datasets.base import (
+    DatasetLayoutError,
+    VideoRecord,
+    check_split,
+    read_lines,
+    require_dir,
+)
 from actionlab.data.datasets.ucf101 import check_official_split
 
 __all__ = ["HMDB51Annotations"]

@@ -29,7 +29,7 @@ from actionlab.data.datasets.base import (
     video_path,
 )
 
-__all__ = ["KineticsAnnotations", "kinetics_video_name", "clean_label"]
+__all__ = ["KineticsAnnotations", "clean_label", "kinetics_video_name"]
 
 LAYOUT = (
     "expected Kinetics layout under data.root:\n"

@@ -16,7 +16,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from actionlab.data.datasets.base import DatasetLayoutError, VideoRecord, check_split, read_csv_rows, require_dir
+from actionlab.data.datasets.base import (
+    DatasetLayoutError,
+    VideoRecord,
+    check_split,
+    read_csv_rows,
+    require_dir,
+)
 
 __all__ = ["MomentsInTimeAnnotations"]
 

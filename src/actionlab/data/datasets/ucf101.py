@@ -16,9 +16,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from actionlab.data.datasets.base import DatasetLayoutError, VideoRecord, check_split, read_lines, require_dir
+from actionlab.data.datasets.base import (
+    DatasetLayoutError,
+    VideoRecord,
+    check_split,
+    read_lines,
+    require_dir,
+)
 
-__all__ = ["UCF101Annotations", "OFFICIAL_SPLITS"]
+__all__ = ["OFFICIAL_SPLITS", "UCF101Annotations"]
 
 OFFICIAL_SPLITS = (1, 2, 3)
 LAYOUT = (
