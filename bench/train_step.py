@@ -162,7 +162,7 @@ def table(rows: list[dict]) -> str:
         t, h, w = r["input_thw"]
         lines.append(
             f"| `{r['model']}` | {r['impl'] or '-'} | {r['device']} | {r['batch']} | {t}x{h}x{w} | "
-            f"{r['gmacs_per_clip']:.2f} | {r['clips_per_s']:.2f} | {r['step_s_median']:.2f} | "
+            f"{r['gmacs_per_clip']:.2f} | {r['clips_per_s']:.3g} | {r['step_s_median']:.2f} | "
             f"{r['peak_mem_mb']:.0f} |"
         )
     return "\n".join(lines)
@@ -197,9 +197,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--table-only", action="store_true", help="print the table of --out")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    if args.table_only:
+        payload = json.loads(args.out.read_text())
+        print(table(payload["rows"]))
+        print("\n".join(["", *ratios(payload["rows"])]))
         return
 
     import torch
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             t, h, w = row["input_thw"]
             print(
                 f"{row['model']:12s} {row['impl'] or '-'!s:28s} {device} b{batch} {t}x{h}x{w}: "
-                f"{row['clips_per_s']:.2f} clips/s, {row['peak_mem_mb']:.0f} MB, "
+                f"{row['clips_per_s']:.3g} clips/s, {row['peak_mem_mb']:.0f} MB, "
                 f"{row['gmacs_per_clip']:.2f} GMACs/clip",
                 flush=True,
             )

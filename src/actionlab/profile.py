@@ -25,6 +25,7 @@ prints parameters, GMACs at the stated ``T x H x W`` and CPU latency, and writes
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -268,9 +269,17 @@ def profile_model(
     latency: bool = True,
     batch_size: int = 1,
 ) -> ProfileResult:
-    """Parameters, per-view MACs at ``frames x crop x crop`` and (optionally) CPU latency."""
-    x = torch.randn(1, 3, frames, crop, crop)
-    breakdown = mac_breakdown(model, x)
+    """Parameters, per-view MACs at ``frames x crop x crop`` and (optionally) CPU latency.
+
+    MACs are counted on a ``meta``-device copy (shapes only, no compute) when every op
+    supports it, else on the model itself.
+    """
+    try:
+        breakdown = mac_breakdown(
+            copy.deepcopy(model).to("meta"), torch.empty(1, 3, frames, crop, crop, device="meta")
+        )
+    except (NotImplementedError, RuntimeError):
+        breakdown = mac_breakdown(model, torch.randn(1, 3, frames, crop, crop))
     macs = breakdown["total"]
     lat = None
     if latency:
