@@ -263,26 +263,38 @@ def test_fallback_when_the_build_fails(monkeypatch, tmp_path):
     assert "deliberately broken" in _extension.unavailable_reason()
 
 
-@pytest.mark.timeout(300)
-def test_stale_build_lock_is_removed(kernel):
-    """A baton left by a killed build would make torch's loader wait forever; ours removes it."""
-    build_dir = _extension.build_directory(_extension.want_cuda())
-    baton = build_dir / "lock"
+def test_stale_build_lock_is_removed(monkeypatch, tmp_path):
+    """A baton left by a killed build would make torch's loader wait forever; ours removes it.
+
+    Runs in a private build folder with torch's loader stubbed, so concurrent jobs sharing the
+    extensions cache are not disturbed (and cannot remove the baton first)."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    baton = tmp_path / "lock"
     baton.touch()
+    seen = {}
+
+    def fake_load(**kwargs):
+        seen.update(kwargs, baton_left=baton.exists())
+        return str(tmp_path / "lib.so")
+
+    monkeypatch.setattr(_extension, "build_directory", lambda with_cuda: tmp_path)
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
     with pytest.warns(RuntimeWarning, match="stale build lock"):
-        path = _extension._compile(_extension.want_cuda(), verbose=False)
-    assert Path(path).is_file() and not baton.exists()
+        assert _extension._compile(False, verbose=False) == str(tmp_path / "lib.so")
+    assert seen["baton_left"] is False and seen["build_directory"] == str(tmp_path)
+    assert seen["is_python_module"] is False and seen["sources"][0].endswith("rubiks_shift.cpp")
 
 
-def test_busy_lock_times_out_into_the_fallback(kernel, monkeypatch):
+def test_busy_lock_times_out_into_the_fallback(monkeypatch, tmp_path):
     from filelock import FileLock
 
-    build_dir = _extension.build_directory(_extension.want_cuda())
+    monkeypatch.setattr(_extension, "build_directory", lambda with_cuda: tmp_path)
     monkeypatch.setenv(_extension.TIMEOUT_ENV, "0.2")
     monkeypatch.delenv(_extension.DISABLE_ENV, raising=False)
     monkeypatch.setattr(_extension, "_library", None)
     monkeypatch.setattr(_extension, "_reason", None)
-    with FileLock(str(build_dir / "actionlab_build.lock")):
+    with FileLock(str(tmp_path / "actionlab_build.lock")):
         with pytest.warns(RuntimeWarning, match="Timeout"):
             assert _extension.load() is None
 
