@@ -301,6 +301,7 @@ def _main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
     import actionlab  # noqa: F401  (resolvers)
@@ -309,6 +310,7 @@ def _main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if not any(o.startswith(("schedule=", "experiment=")) for o in overrides):
         overrides.append("schedule=multigrid")
+    GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     if not cfg.get("schedule") or "_target_" not in cfg.schedule:
