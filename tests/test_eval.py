@@ -17,7 +17,8 @@ from actionlab.data.views import MultiViewDataset, resolve_protocol
 from actionlab.models.convert.common import read_lab_checkpoint, save_lab_checkpoint
 from conftest import _compose
 
-TINY = ["data.num_frames=4", "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=40"]
+# Overfitting: the training crop sees the frame at the test scale (32 px short side), little jitter.
+OVERFIT_SIZE = ["data.num_frames=4", "data.crop_size=32", "data.scale_size=32", "data.train_scale_size=32"]
 # Its own small dataset: 8 training videos (ids 0-7, one per class) and 2 validation videos
 # (ids 8, 9: classes 0 and 1). A batch of 2 makes the validation set exactly one batch.
 OVERFIT_DATA = [
@@ -26,16 +27,17 @@ OVERFIT_DATA = [
     "data.annotations.min_frames=8",
     "data.annotations.max_frames=10",
 ]
-OVERFIT_STEPS = 30
+OVERFIT_STEPS = 40
 
 
 def train_overfit_checkpoint(base_dir: Path) -> tuple[Path, dict[str, float], Path]:
-    """RubiksNet-Tiny (4 x 32 x 32) overfitted on training videos 0 and 1 (classes 0 and 1).
+    """RubiksNet-Tiny (4 x 32 x 32, AdamW, constant LR) overfitted on training videos 0 and 1
+    (classes 0 and 1).
 
     ``overfit_batches=1`` repeats the first (unshuffled) batch of 2 for ``OVERFIT_STEPS`` steps;
     validation runs once, at the end, on both validation videos. Cached on disk for the session
     so the eval and predict test modules share one training run.
-    Returns ``(last.ckpt, the training's final metrics, dataset root)``.
+    Returns ``(checkpoint, the training's final metrics, dataset root)``.
     """
     run_dir = base_dir / "eval_trained_rubiks_tiny"
     root = base_dir / "eval_synthetic"
@@ -49,10 +51,11 @@ def train_overfit_checkpoint(base_dir: Path) -> tuple[Path, dict[str, float], Pa
                     "logger=none",
                     f"data.root={root}",
                     *OVERFIT_DATA,
-                    *TINY,
+                    *OVERFIT_SIZE,
                     "data.batch_size=2",
                     "data.num_workers=0",
-                    "optimizer.lr=0.02",
+                    "optimizer=adamw",
+                    "scheduler=none",
                     f"trainer.max_epochs={OVERFIT_STEPS}",
                     f"trainer.check_val_every_n_epoch={OVERFIT_STEPS}",
                     "+trainer.overfit_batches=1",
@@ -65,7 +68,9 @@ def train_overfit_checkpoint(base_dir: Path) -> tuple[Path, dict[str, float], Pa
             metrics = train.run(cfg)
             run_dir.mkdir(parents=True, exist_ok=True)
             metrics_file.write_text(json.dumps(metrics))
-    return run_dir / "out" / "checkpoints" / "last.ckpt", json.loads(metrics_file.read_text()), root
+    # The newest checkpoint holds the final weights, whichever callback wrote it last.
+    ckpt = max((run_dir / "out" / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    return ckpt, json.loads(metrics_file.read_text()), root
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +145,7 @@ def test_converted_checkpoint_dense_views_and_wandb(trained, compose_eval, tmp_p
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_eval(
-        f"ckpt_path={converted}", "data=synthetic", f"data.root={root}", *OVERFIT_DATA, *TINY,
+        f"ckpt_path={converted}", "data=synthetic", f"data.root={root}", *OVERFIT_DATA, *OVERFIT_SIZE,
         "data.batch_size=2", "split=val", "eval.protocol=kinetics_10x3", "eval.clips=2",
         "eval.sampling_rate=2", "logger=wandb", "logger.wandb.project=test",
     )
@@ -149,7 +154,7 @@ def test_converted_checkpoint_dense_views_and_wandb(trained, compose_eval, tmp_p
     out = Path(cfg.paths.output_dir)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["protocol"]["sampling"] == "dense" and saved["protocol"]["views"] == 6
-    assert saved["protocol"]["aggregate"] == "softmax_mean" and saved["protocol"]["scale_size"] == 32
+    assert saved["protocol"]["aggregate"] == "softmax_mean" and saved["protocol"]["scale_size"] == 32  # = crop
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = {p.name for p in (runs[0] / "files" / "media").rglob("*")}

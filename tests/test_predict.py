@@ -57,7 +57,7 @@ def test_converted_checkpoint_takes_names_from_a_labels_file(trained, tmp_path):
     model.load_state_dict(state)
     converted = tmp_path / "converted.ckpt"
     save_lab_checkpoint(converted, model, info["model"])
-    args = [f"ckpt_path={converted}", f"video={root}/videos/0.mp4", "crop_size=32", "scale_size=40"]
+    args = [f"ckpt_path={converted}", f"video={root}/videos/0.mp4", "crop_size=32", "scale_size=32"]
     with pytest.raises(ValueError, match="labels=PATH"):
         predict.main(args)
     top = predict.main([*args, f"labels={root}/labels.json"])

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from actionlab.data.readers import DecordReader
+from actionlab.data.readers import make_reader
 from actionlab.data.views import PROTOCOLS, MultiViewDataset, ViewProtocol, resolve_protocol
 from actionlab.lit.module import VideoClassifier
 from actionlab.models.convert.common import load_state_dict_strict, read_lab_checkpoint
@@ -124,7 +124,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         records = datamodule.annotations.records(cfg.split)
         dataset = MultiViewDataset(
             records,
-            DecordReader(),
+            make_reader(datamodule.backend, datamodule.frame_template),
             protocol,
             mean=datamodule.mean,
             std=datamodule.std,
