@@ -43,7 +43,8 @@ def _cfg(args, root: Path, out: Path, multigrid: bool):
         f"data.batch_size={args.batch}", f"data.num_workers={args.workers}", f"trainer.max_epochs={args.epochs}",
         f"optimizer.lr={args.lr}", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
         f"trainer.accelerator={'gpu' if torch.cuda.is_available() else 'cpu'}", "trainer.precision=32-true",
-        f"seed={args.seed}",
+        f"seed={args.seed}", f"data.annotations.num_train={args.num_train}",
+        f"data.annotations.num_val={args.num_val}",
     ]
     if multigrid:
         overrides += ["schedule=multigrid", f"schedule.steps=[{','.join(map(str, steps))}]"]
@@ -80,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", default=str(REPO / "data" / "synthetic"))
+    parser.add_argument("--num-train", type=int, default=400)
+    parser.add_argument("--num-val", type=int, default=96)
+    parser.add_argument("--data-root", default=None, help="synthetic data folder (default: a new one per size)")
     parser.add_argument("--schedule-only", action="store_true", help="print the iteration ratios only")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "multigrid.json"))
     args = parser.parse_args(argv)
+    if args.data_root is None:
+        args.data_root = str(REPO / "data" / f"synthetic_bench_{args.num_train}_{args.num_val}")
 
     k400 = MultigridSchedule(64, 32, 224, 239, [0, 94, 154, 196])
     paper_ratio = k400.baseline_iterations(1) / k400.iterations(1)
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iterations: {ratio:.2f}x fewer with multigrid; wall-clock {speed:.2f}x")
         result.update(
             setup={"model": args.model, "base_epochs": args.epochs, "steps": steps, "batch": args.batch,
-                   "frames": args.frames, "crop": args.crop, "lr": args.lr, "dataset": "synthetic (400 train, 96 val)",
+                   "frames": args.frames, "crop": args.crop, "lr": args.lr, "dataset": f"synthetic ({args.num_train} train, {args.num_val} val)",
                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
                    "torch_threads": torch.get_num_threads()},
             baseline=baseline, multigrid=multigrid, iteration_ratio=round(ratio, 3), wall_clock_ratio=round(speed, 3),

@@ -327,7 +327,7 @@ def test_wandb_offline_media_and_run_id_resume(compose_train, monkeypatch):
     runs = list((out / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1
     run_files = {p.suffix for p in runs[0].rglob("*")}
-    assert ".png" in run_files  # the confusion image went into the run
+    assert ".png" in run_files and ".gif" in run_files  # confusion image and sample clips in the run
     cfg2 = compose_train(*common, "trainer.max_epochs=2", f"ckpt_path={last}")
     cfg2.paths.output_dir = str(out / "resumed")
     train.run(cfg2)

@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from PIL import Image
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
@@ -178,16 +179,20 @@ class WandbMedia(Callback):
         if clips.ndim != 5 or clips.shape[1] != 3:
             return
         pixels = ((clips * std + mean).clamp(0, 1) * 255).to(torch.uint8)  # (B, C, T, H, W)
-        videos = [v.permute(1, 0, 2, 3).numpy() for v in pixels]  # wandb.Video wants (T, C, H, W)
         labels = batch[1][: self.num_videos].tolist()
         names = getattr(datamodule, "class_names", None) or []
         captions = [names[i] if i < len(names) else str(i) for i in labels]
+        # GIFs written with Pillow: wandb.Video would need moviepy to encode arrays itself.
+        out = Path(trainer.default_root_dir) / "media"
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, clip in enumerate(pixels):
+            frames = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in clip.unbind(1)]
+            path = out / f"train_sample_{i}.gif"
+            frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / self.fps), loop=0)
+            paths.append(str(path))
         for logger in wandb_loggers(trainer):
-            try:
-                logger.log_video("train/samples", videos, step=trainer.global_step, fps=[self.fps] * len(videos),
-                                 caption=captions)
-            except Exception as err:  # media are a convenience: never stop training for them
-                log.warning("W&B video logging failed (%s); install moviepy/imageio for videos", err)
+            logger.log_video("train/samples", paths, step=trainer.global_step, caption=captions)
 
     # -- confusion matrix ------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
