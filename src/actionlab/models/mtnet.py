@@ -15,7 +15,7 @@ features). Each MTConv adds a lateral brief->prolonged connection (spatial avera
 selection, resize, 1x1x1 conv, normalised by the prolonged path's norm). Each block ends with the
 recurrent alignment of both paths: a Squeeze-and-Recursion with a 2-layer GRU (``x * GRU(GAP(x))``).
 
-Input ``(B, C, T, H, W)`` with ``T >= 3`` and ``H, W >= 64``; output logits ``(B, num_classes)``.
+Input ``(B, C, T, H, W)`` with ``T >= 3`` and ``H, W >= 33``; output logits ``(B, num_classes)``.
 For 16x224 the brief path runs at 8x56x56 .. 1x7x7 and the prolonged one at 4x28x28 .. 1x4x4.
 """
 
@@ -40,6 +40,7 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
     "l": (3, 4, 23, 3),
 }
 RATE = 0.875  # brief share of the channels
+MIN_SIDE = 33  # brief path is 2x2 at stage 4 from here (32 px leaves 1x1, too small to pool)
 WIDTHS = (64, 128, 256, 512)
 Pair = tuple[Tensor, Tensor]
 
@@ -216,6 +217,11 @@ class MTNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5:
             raise ValueError(f"MTNet expects clips (B, C, T, H, W), got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < MIN_SIDE:
+            raise ValueError(
+                f"MTNet needs frames of at least {MIN_SIDE}x{MIN_SIDE} px, got {tuple(x.shape[-2:])} "
+                "(the stage-4 lateral link pools 2x2 on the brief path); use a larger crop_size"
+            )
         x = self.stem(x)
         if x.shape[-2] % 2 or x.shape[-1] % 2:
             x = F.pad(x, (1, 0, 1, 0, 0, 0), mode="replicate")
