@@ -10,7 +10,10 @@ each backend (video / frames / sqlite) and worker count, clips/s of:
 (a) ``raw``: a DataLoader over a dataset that only decodes the sampled frames (8 TSN segments,
     reader opened per sample) and stacks them as uint8 - the ceiling;
 (b) ``datamodule``: ``VideoDataModule.train_dataloader()`` as training uses it: decode, short
-    side jitter [256, 320], random 224 crop, normalise, collate.
+    side jitter [256, 320], random 224 crop, normalise, collate;
+(c) ``datamodule_uint8``: the same with ``gpu_augment=True``: workers send uint8 crops (4x less
+    inter-process and host-to-device traffic) and ``on_after_batch_transfer`` normalises (timed
+    here on the CPU in the main process).
 
 Steady state only (the first batches, worker start-up, are not timed); best of ``--repeats``.
 Prints a table and writes ``bench/results/dataloader.json``. Targets (issue 6): datamodule >=
@@ -72,12 +75,15 @@ class RawDecode(Dataset):
         return torch.from_numpy(frames)
 
 
-def clips_per_second(loader: DataLoader, warmup: int = 2) -> float:
+def clips_per_second(loader: DataLoader, warmup: int = 2, finish=None) -> float:
+    """Steady-state clips/s; ``finish(batch)`` runs on each batch in the main process."""
     it = iter(loader)
     for _ in range(min(warmup, len(loader) - 1)):
         next(it)
     clips, start = 0, time.perf_counter()
     for batch in it:
+        if finish is not None:
+            batch = finish(batch)
         clips += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
     return clips / (time.perf_counter() - start)
 
@@ -110,19 +116,28 @@ def main(argv: list[str] | None = None) -> dict:
         for workers in args.workers:
             raw_loader = partial(DataLoader, RawDecode(paths, backend, args.frames), batch_size=args.batch,
                                  shuffle=True, num_workers=workers, drop_last=True)
-            dm = VideoDataModule(str(root), partial(ListAnnotations, train_list=f"{backend}.txt",
-                                                    val_list=f"{backend}.txt"),
-                                 num_classes=8, num_frames=args.frames, crop_size=args.crop, scale_size=256,
-                                 train_scale_size=[256, 320], batch_size=args.batch, num_workers=workers,
-                                 backend=backend, pin_memory=False, cache_video_info=True)
-            raw, full = 0.0, 0.0
-            for _ in range(args.repeats):  # interleaved, so both see the same machine load
+            def datamodule(gpu_augment: bool, workers: int = workers, backend: str = backend):
+                return VideoDataModule(
+                    str(root), partial(ListAnnotations, train_list=f"{backend}.txt", val_list=f"{backend}.txt"),
+                    num_classes=8, num_frames=args.frames, crop_size=args.crop, scale_size=256,
+                    train_scale_size=[256, 320], batch_size=args.batch, num_workers=workers, backend=backend,
+                    pin_memory=False, cache_video_info=True, gpu_augment=gpu_augment)
+
+            dm, dm8 = datamodule(False), datamodule(True)
+            raw, full, full8 = 0.0, 0.0, 0.0
+            for _ in range(args.repeats):  # interleaved, so all see the same machine load
                 raw = max(raw, clips_per_second(raw_loader()))
                 full = max(full, clips_per_second(dm.train_dataloader()))
+                # uint8 batches, normalised after transfer (here on the CPU, in the main process).
+                full8 = max(full8, clips_per_second(dm8.train_dataloader(),
+                                                    finish=lambda b, dm8=dm8: dm8.on_after_batch_transfer(b, 0)))
             rows.append({"backend": backend, "workers": workers, "raw_clips_s": round(raw, 2),
-                         "datamodule_clips_s": round(full, 2), "datamodule_vs_raw": round(full / raw, 3)})
+                         "datamodule_clips_s": round(full, 2), "datamodule_vs_raw": round(full / raw, 3),
+                         "datamodule_uint8_clips_s": round(full8, 2),
+                         "datamodule_uint8_vs_raw": round(full8 / raw, 3)})
             print(f"{backend:7s} workers={workers}: raw {raw:7.2f} clips/s, datamodule {full:7.2f} clips/s "
-                  f"({100 * full / raw:5.1f}% of raw)", flush=True)
+                  f"({100 * full / raw:5.1f}% of raw), uint8 batches {full8:7.2f} clips/s "
+                  f"({100 * full8 / raw:5.1f}%)", flush=True)
     scaling = {}
     for backend in args.backends:
         by = {r["workers"]: r for r in rows if r["backend"] == backend}
@@ -130,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
             scaling[backend] = {
                 "raw": round(by[2]["raw_clips_s"] / by[1]["raw_clips_s"], 3),
                 "datamodule": round(by[2]["datamodule_clips_s"] / by[1]["datamodule_clips_s"], 3),
+                "datamodule_uint8": round(by[2]["datamodule_uint8_clips_s"] / by[1]["datamodule_uint8_clips_s"], 3),
             }
     result = {
         "setup": {
@@ -143,13 +159,15 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "scaling_1_to_2_workers": scaling,
     }
-    print("\n| backend | workers | raw clips/s | datamodule clips/s | datamodule / raw |")
+    print("\n| backend | workers | raw clips/s | datamodule clips/s (% of raw) | uint8 batches (% of raw) |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backend']} | {r['workers']} | {r['raw_clips_s']} | {r['datamodule_clips_s']} | "
-              f"{100 * r['datamodule_vs_raw']:.0f}% |")
+        print(f"| {r['backend']} | {r['workers']} | {r['raw_clips_s']} | {r['datamodule_clips_s']} "
+              f"({100 * r['datamodule_vs_raw']:.0f}%) | {r['datamodule_uint8_clips_s']} "
+              f"({100 * r['datamodule_uint8_vs_raw']:.0f}%) |")
     for backend, s in scaling.items():
-        print(f"{backend}: 1 -> 2 workers x{s['raw']} (raw), x{s['datamodule']} (datamodule)")
+        print(f"{backend}: 1 -> 2 workers x{s['raw']} (raw), x{s['datamodule']} (datamodule), "
+              f"x{s['datamodule_uint8']} (uint8 batches)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result
