@@ -223,7 +223,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_evaluate(tmp_path, synthetic_root):
     rows_path = tmp_path / "rows.jsonl"
-    cmd = _train_cmd(tmp_path, synthetic_root, "trainer=ddp_cpu", "logger=csv", "data.num_frames=4",
+    cmd = _train_cmd(tmp_path, synthetic_root, "trainer=ddp_cpu", "logger=csv", "model=x3d_xs", "data.num_frames=4",
                      "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=40", "data.batch_size=8",
                      "+trainer.limit_train_batches=2", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run",
                      *_recorder(rows_path))
