@@ -158,12 +158,15 @@ def table(rows: list[dict]) -> str:
         "| model | shift impl | device | batch | T x H x W | GMACs/clip | train clips/s | step (s) | peak mem (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
     for r in rows:
         t, h, w = r["input_thw"]
         lines.append(
             f"| `{r['model']}` | {r['impl'] or '-'} | {r['device']} | {r['batch']} | {t}x{h}x{w} | "
-            f"{r['gmacs_per_clip']:.2f} | {r['clips_per_s']:.3g} | {r['step_s_median']:.2f} | "
-            f"{r['peak_mem_mb']:.0f} |"
+            f"{r['gmacs_per_clip']:.2f} | {fmt(r['clips_per_s'], '.3g')} | "
+            f"{fmt(r['step_s_median'], '.2f')} | {r['peak_mem_mb']:.0f} |"
         )
     return "\n".join(lines)
 
