@@ -335,3 +335,25 @@ def test_wandb_offline_media_and_run_id_resume(compose_train, monkeypatch):
     cfg2.paths.output_dir = str(out / "resumed")
     train.run(cfg2)
     assert list((out / "resumed" / "wandb").glob(f"offline-run-*-{run_id}"))  # same W&B run
+
+
+def test_resumable_sampling_restores_epoch_and_skip():
+    from types import SimpleNamespace
+
+    from actionlab.schedules.callback import ResumableSampling
+
+    trainer = SimpleNamespace(current_epoch=0)
+    dm = SimpleNamespace(batch_sampler_factory=None)
+    for saved, expected in [
+        ({"seed": 7, "epoch": 3, "batches_done": 5, "batches_in_epoch": 8}, (3, 5)),  # mid-epoch
+        ({"seed": 7, "epoch": 3, "batches_done": 8, "batches_in_epoch": 8}, (4, 0)),  # epoch end
+        ({"seed": 7, "epoch": 3, "batches_done": 0, "batches_in_epoch": 8}, (3, 0)),
+    ]:
+        cb = ResumableSampling(seed=1)
+        cb.load_state_dict(saved)
+        # Lightning may build the loader before it restores its loops (current_epoch still 0)
+        cb.before_train_loader(trainer, dm)
+        assert (cb.state.seed, cb.state.epoch, cb.state.skip) == (7, *expected)
+        assert dm.batch_sampler_factory.keywords["state"] is cb.state
+        cb.before_train_loader(SimpleNamespace(current_epoch=9), dm)  # one-shot
+        assert (cb.state.epoch, cb.state.skip) == (9, 0)

@@ -42,7 +42,8 @@ class ResumableSampling(Callback):
 
     def __init__(self, seed: int | None = None) -> None:
         self.state = SamplerState(seed=int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0)))
-        self._pending_skip = 0
+        # (epoch, batches to skip) of the first loader built after a restore
+        self._resume: tuple[int, int] | None = None
         self._trainer: L.Trainer | None = None
 
     # -- loader hook ---------------------------------------------------------------------------
@@ -67,13 +68,20 @@ class ResumableSampling(Callback):
             del datamodule.train_dataloader  # back to the class method
             delattr(datamodule, _WRAPPED)
 
+    def loader_epoch(self, trainer: L.Trainer) -> int:
+        """The epoch the next training loader serves. Right after a restore that is the
+        checkpoint's, even when Lightning builds the loader before restoring its loops (it does,
+        to estimate the steps of an LR schedule, and then keeps that loader)."""
+        return self._resume[0] if self._resume is not None else trainer.current_epoch
+
     def before_train_loader(self, trainer: L.Trainer, datamodule: Any) -> None:
         """Called right before ``datamodule.train_dataloader()`` builds the loader of an epoch."""
-        self.state.epoch = trainer.current_epoch
-        self.state.skip, self._pending_skip = self._pending_skip, 0
+        self.state.epoch = self.loader_epoch(trainer)
+        self.state.skip = self._resume[1] if self._resume is not None else 0
+        self._resume = None
         if hasattr(datamodule, "batch_sampler_factory"):
             datamodule.batch_sampler_factory = self.batch_sampler_factory(trainer, datamodule)
-        elif self.state.skip:
+        elif self.state.skip:  # pragma: no cover - datamodules without the multigrid hooks
             log.warning("%s has no batch_sampler_factory: a mid-epoch resume restarts the epoch order",
                         type(datamodule).__name__)
 
@@ -98,10 +106,14 @@ class ResumableSampling(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.state.seed = int(state_dict.get("seed", self.state.seed))
-        done, total = state_dict.get("batches_done", 0), state_dict.get("batches_in_epoch", 0)
-        # Only a checkpoint written inside an epoch needs batches skipped; at the epoch's end
-        # Lightning starts the next epoch itself.
-        self._pending_skip = int(done) if 0 < done < total else 0
+        if "epoch" not in state_dict:
+            return
+        epoch, done = int(state_dict["epoch"]), int(state_dict.get("batches_done", 0))
+        total = int(state_dict.get("batches_in_epoch", 0) or 0)
+        if 0 < done < total:  # inside an epoch: the same epoch, minus the batches trained
+            self._resume = (epoch, done)
+        else:  # at an epoch's end the restored loader serves the next epoch
+            self._resume = (epoch + 1 if total and done >= total else epoch, 0)
 
 
 class Multigrid(ResumableSampling):
@@ -199,7 +211,7 @@ class Multigrid(ResumableSampling):
         return [max(crop, int(round(lo * crop / s0))), max(hi, crop)]
 
     def before_train_loader(self, trainer: L.Trainer, datamodule: Any) -> None:
-        batch, frames, crop = self.schedule.shape_at(trainer.current_epoch)
+        batch, frames, crop = self.schedule.shape_at(self.loader_epoch(trainer))
         datamodule.batch_size, datamodule.num_frames, datamodule.crop_size = batch, frames, crop
         if self._base_scale is not None:
             datamodule.train_scale_size = self._scaled_jitter(crop)
