@@ -39,7 +39,14 @@ from actionlab.data.datamodule import VideoDataset
 from actionlab.data.datasets.base import VideoRecord
 from actionlab.data.readers import VideoReader
 from actionlab.data.sampling import dense_indices, fps_scaled_rate, segment_indices, twice_sample_indices
-from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, crop_clip, resize_short_side
+from actionlab.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    crop_boxes,
+    crop_clip,
+    normalize,
+    resize_short_side,
+)
 
 __all__ = [
     "ViewProtocol",
@@ -201,8 +208,7 @@ class MultiViewDataset(VideoDataset):
             max_retries=max_retries,
         )
         self.protocol = protocol
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def load(
         self, index: int, rng: np.random.Generator, crop_size: int | None = None
@@ -221,7 +227,7 @@ class MultiViewDataset(VideoDataset):
         else:
             frames = self.reader.read(record.path, choose(self.reader.num_frames(record.path)))
         wanted = np.unique(np.concatenate(clips))
-        # Resized as uint8, cropped, then scaled and normalised: the steps and order of the
+        # Resized as uint8, cropped, then normalised (``normalize``): the steps and order of the
         # validation transform (ClipTransform), so the 1-clip view equals the validation clip.
         frames = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         frames = resize_short_side(frames, self.protocol.scale_size)
@@ -229,7 +235,5 @@ class MultiViewDataset(VideoDataset):
         views = []
         for clip in clips:
             picked = frames[np.searchsorted(wanted, clip)].permute(1, 0, 2, 3)  # (3, T, H, W)
-            for box in boxes:
-                view = crop_clip(picked, box, self.protocol.crop_size).float().div_(255.0)
-                views.append((view - self.mean) / self.std)
+            views += [normalize(crop_clip(picked, box, self.protocol.crop_size), self.mean, self.std, 0) for box in boxes]
         return torch.stack(views), record.label
