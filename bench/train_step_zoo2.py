@@ -18,8 +18,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import train_step  # noqa: E402  (bench/ is a folder of scripts, not a package)
-from train_step import Case  # noqa: E402
+import train_step
+from train_step import Case
 
 RESULTS = BENCH / "results" / "train_step_zoo2.json"
 
@@ -34,7 +34,11 @@ CASES: tuple[Case, ...] = (
     Case("vit_base", 8, 224, 400),
     Case("tokshift_base", 8, 224, 400),
 )
-PAIRS = (("srtg_r3d_34", "r3d_34"), ("srtg_r2plus1d_50", "r2plus1d_50"), ("tokshift_base", "vit_base"))
+PAIRS = (
+    ("srtg_r3d_34", "r3d_34"),
+    ("srtg_r2plus1d_50", "r2plus1d_50"),
+    ("tokshift_base", "vit_base"),
+)
 
 
 def overheads(rows: list[dict]) -> list[str]:

@@ -17,7 +17,7 @@ from actionlab.models.convert import srtg as convert_srtg
 from actionlab.models.convert import tokshift as convert_tokshift
 from actionlab.models.convert.common import CheckpointMismatchError, read_lab_checkpoint
 from actionlab.models.convert.vit import convert_npz
-from actionlab.models.vit import ViTSize, VideoViT, resize_pos_embed
+from actionlab.models.vit import VideoViT, ViTSize, resize_pos_embed
 
 TINY = ViTSize(hidden=32, layers=2, heads=4, mlp_dim=64, patch=16)
 
@@ -80,13 +80,22 @@ def _flax_vit_cls(w: dict, image: np.ndarray, size: ViTSize) -> np.ndarray:
         root = f"Transformer/encoderblock_{i}/"
         a = root + "MultiHeadDotProductAttention_1/"
         y = ln(tokens, root + "LayerNorm_0")
-        q, k, v = (torch.einsum("nd,dhe->nhe", y, t[f"{a}{n}/kernel"]) + t[f"{a}{n}/bias"] for n in ("query", "key", "value"))
+        q, k, v = (
+            torch.einsum("nd,dhe->nhe", y, t[f"{a}{n}/kernel"]) + t[f"{a}{n}/bias"]
+            for n in ("query", "key", "value")
+        )
         att = torch.softmax(torch.einsum("qhe,khe->hqk", q, k) / math.sqrt(q.shape[-1]), -1)
         ctx = torch.einsum("hqk,khe->qhe", att, v)
         tokens = tokens + torch.einsum("qhe,hed->qd", ctx, t[f"{a}out/kernel"]) + t[f"{a}out/bias"]
         y = ln(tokens, root + "LayerNorm_2")
-        hid = torch.nn.functional.gelu(y @ t[f"{root}MlpBlock_3/Dense_0/kernel"] + t[f"{root}MlpBlock_3/Dense_0/bias"])
-        tokens = tokens + hid @ t[f"{root}MlpBlock_3/Dense_1/kernel"] + t[f"{root}MlpBlock_3/Dense_1/bias"]
+        hid = torch.nn.functional.gelu(
+            y @ t[f"{root}MlpBlock_3/Dense_0/kernel"] + t[f"{root}MlpBlock_3/Dense_0/bias"]
+        )
+        tokens = (
+            tokens
+            + hid @ t[f"{root}MlpBlock_3/Dense_1/kernel"]
+            + t[f"{root}MlpBlock_3/Dense_1/bias"]
+        )
     return ln(tokens, "Transformer/encoder_norm")[0].numpy()
 
 
@@ -114,9 +123,13 @@ def test_npz_import_resizes_position_embeddings(tmp_path):
     convert_npz(path, model)
     pos = model.transformer.embeddings.position_embeddings.detach()
     assert pos.shape == (1, 17, 32)
-    expected = resize_pos_embed(torch.from_numpy(w["Transformer/posembed_input/pos_embedding"]), (4, 4))
+    expected = resize_pos_embed(
+        torch.from_numpy(w["Transformer/posembed_input/pos_embedding"]), (4, 4)
+    )
     torch.testing.assert_close(pos, expected)
-    assert torch.equal(pos[:, 0], torch.from_numpy(w["Transformer/posembed_input/pos_embedding"][:, 0]))
+    assert torch.equal(
+        pos[:, 0], torch.from_numpy(w["Transformer/posembed_input/pos_embedding"][:, 0])
+    )
 
 
 def test_npz_strict_lists_arrays_without_a_place_and_partial_reports_them(tmp_path):
@@ -126,7 +139,9 @@ def test_npz_strict_lists_arrays_without_a_place_and_partial_reports_them(tmp_pa
         convert_npz(path, VideoViT(TINY, num_classes=5, img_size=32))
     assert "--partial" in str(err.value)
     _, _, report = convert_npz(path, VideoViT(TINY, num_classes=5, img_size=32), partial=True)
-    assert len(report["unexpected"]) == 16 and all("encoderblock_2" in k for k in report["unexpected"])
+    assert len(report["unexpected"]) == 16 and all(
+        "encoderblock_2" in k for k in report["unexpected"]
+    )
     # A file that is not an .npz of arrays is refused with the path in the message.
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
@@ -138,7 +153,9 @@ def test_npz_strict_lists_arrays_without_a_place_and_partial_reports_them(tmp_pa
 # Released .pth layouts: key accounting for every model (shapes only, meta device)
 
 
-def _released_keys(model: torch.nn.Module, renames: dict[str, str], prefix: str) -> dict[str, torch.Size]:
+def _released_keys(
+    model: torch.nn.Module, renames: dict[str, str], prefix: str
+) -> dict[str, torch.Size]:
     out = {}
     for key, value in model.state_dict().items():
         for ours, theirs in renames.items():
@@ -151,7 +168,12 @@ def _released_keys(model: torch.nn.Module, renames: dict[str, str], prefix: str)
     "fmt, module, renames, prefix",
     [
         (convert_srtg.FORMAT, srtg, {".sar.rnn.": ".sar.lstm."}, "module."),
-        (convert_mtnet.FORMAT, mtnet, {".sr_short.rnn.": ".sr_short.op.", ".sr_long.rnn.": ".sr_long.op."}, "module."),
+        (
+            convert_mtnet.FORMAT,
+            mtnet,
+            {".sr_short.rnn.": ".sr_short.op.", ".sr_long.rnn.": ".sr_long.op."},
+            "module.",
+        ),
         (convert_tokshift.FORMAT, vit, {}, "module.base_model."),
     ],
     ids=["srtg", "mtnet", "tokshift"],
@@ -177,18 +199,30 @@ def _save_released(path, model, renames, prefix, **extra) -> None:
         for ours, theirs in renames.items():
             key = key.replace(ours, theirs)
         state[prefix + key] = value.clone()
-    torch.save({"epoch": 80, "state_dict": state, "optimizer": {"state": {}, "param_groups": []}, **extra}, path)
+    torch.save(
+        {"epoch": 80, "state_dict": state, "optimizer": {"state": {}, "param_groups": []}, **extra},
+        path,
+    )
 
 
 def test_mtnet_released_pth_round_trip_strict_and_partial(tmp_path):
     torch.manual_seed(0)
     released = mtnet.mtnet_xs(num_classes=7).eval()
     src = tmp_path / "mtnet_xs_ep-0080.pth"
-    _save_released(src, released, {".sr_short.rnn.": ".sr_short.op.", ".sr_long.rnn.": ".sr_long.op."}, "module.")
+    _save_released(
+        src,
+        released,
+        {".sr_short.rnn.": ".sr_short.op.", ".sr_long.rnn.": ".sr_long.op."},
+        "module.",
+    )
     dst = tmp_path / "mtnet_xs.ckpt"
     convert_mtnet.main([str(src), str(dst), "--model", "mtnet_xs"])
     state, meta = read_lab_checkpoint(dst)
-    assert meta["model"] == {"_target_": "actionlab.models.mtnet.mtnet_xs", "num_classes": 7, "num_frames": 16}
+    assert meta["model"] == {
+        "_target_": "actionlab.models.mtnet.mtnet_xs",
+        "num_classes": 7,
+        "num_frames": 16,
+    }
     rebuilt = hydra.utils.instantiate(OmegaConf.create(meta["model"]))
     rebuilt.load_state_dict(state)
     x = torch.randn(1, 3, 8, 56, 56)
@@ -198,15 +232,26 @@ def test_mtnet_released_pth_round_trip_strict_and_partial(tmp_path):
     # Another label set needs --partial, which loads everything else and names the classifier.
     with pytest.raises(CheckpointMismatchError, match="--partial"):
         convert_mtnet.main([str(src), str(dst), "--model", "mtnet_xs", "--num-classes", "3"])
-    net, _, report = convert_srtg.convert_released(src, convert_mtnet.FORMAT, "mtnet_xs", num_classes=3, partial=True)
-    assert report == {"missing": ["fc.bias", "fc.weight"], "unexpected": [], "shape": ["fc.bias", "fc.weight"]}
-    assert torch.equal(net.layer1[0].sr_short.rnn.weight_ih_l0, released.layer1[0].sr_short.rnn.weight_ih_l0)
+    net, _, report = convert_srtg.convert_released(
+        src, convert_mtnet.FORMAT, "mtnet_xs", num_classes=3, partial=True
+    )
+    assert report == {
+        "missing": ["fc.bias", "fc.weight"],
+        "unexpected": [],
+        "shape": ["fc.bias", "fc.weight"],
+    }
+    assert torch.equal(
+        net.layer1[0].sr_short.rnn.weight_ih_l0, released.layer1[0].sr_short.rnn.weight_ih_l0
+    )
 
 
 def test_srtg_strict_import_names_missing_and_renamed_keys(tmp_path):
     with torch.device("meta"):
         ref = srtg.srtg_r3d_50(num_classes=4)
-    state = {f"module.{k.replace('.sar.rnn.', '.sar.lstm.')}": torch.zeros(v.shape) for k, v in ref.state_dict().items()}
+    state = {
+        f"module.{k.replace('.sar.rnn.', '.sar.lstm.')}": torch.zeros(v.shape)
+        for k, v in ref.state_dict().items()
+    }
     del state["module.layer3.5.sar.lstm.bias_hh_l1"]
     state["module.layer3.5.sar.gate.weight"] = torch.zeros(1)
     src = tmp_path / "srtg_r3d_50.pth"
@@ -214,7 +259,10 @@ def test_srtg_strict_import_names_missing_and_renamed_keys(tmp_path):
     with pytest.raises(CheckpointMismatchError) as err:
         convert_srtg.convert_released(src, convert_srtg.FORMAT, "srtg_r3d_50")
     msg = str(err.value)
-    assert "missing keys: layer3.5.sar.rnn.bias_hh_l1" in msg and "unexpected keys: layer3.5.sar.gate.weight" in msg
+    assert (
+        "missing keys: layer3.5.sar.rnn.bias_hh_l1" in msg
+        and "unexpected keys: layer3.5.sar.gate.weight" in msg
+    )
     with pytest.raises(ValueError, match="srtg_r3d_34"):
         convert_srtg.convert_released(src, convert_srtg.FORMAT, "resnet50")
 
@@ -227,11 +275,22 @@ def test_tokshift_released_pth_with_scheduler_counter(tmp_path, monkeypatch):
     torch.nn.init.normal_(released.head.weight)
     src = tmp_path / "best_ckpt_e17.pth"
     _save_released(
-        src, released, {}, "module.base_model.",
-        best_acc1=77.28, scheduler={"milestones": collections.Counter({10: 1, 15: 1, 18: 1}), "gamma": 0.1},
+        src,
+        released,
+        {},
+        "module.base_model.",
+        best_acc1=77.28,
+        scheduler={"milestones": collections.Counter({10: 1, 15: 1, 18: 1}), "gamma": 0.1},
     )
-    net, cfg, _ = convert_srtg.convert_released(src, convert_tokshift.FORMAT, "tokshift_base", num_frames=4)
-    assert cfg == {"_target_": "actionlab.models.vit.tokshift_base", "num_classes": 6, "num_frames": 4, "img_size": 48}
+    net, cfg, _ = convert_srtg.convert_released(
+        src, convert_tokshift.FORMAT, "tokshift_base", num_frames=4
+    )
+    assert cfg == {
+        "_target_": "actionlab.models.vit.tokshift_base",
+        "num_classes": 6,
+        "num_frames": 4,
+        "img_size": 48,
+    }
     x = torch.randn(2, 3, 4, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(net(x), released(x))
@@ -239,7 +298,14 @@ def test_tokshift_released_pth_with_scheduler_counter(tmp_path, monkeypatch):
 
 def test_weights_only_refuses_pickled_code(tmp_path):
     src = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "hook": collections.OrderedDict, "obj": _Payload()}, src)
+    torch.save(
+        {
+            "state_dict": {"fc.weight": torch.zeros(2, 2)},
+            "hook": collections.OrderedDict,
+            "obj": _Payload(),
+        },
+        src,
+    )
     with pytest.raises(CheckpointMismatchError, match="weights_only"):
         convert_srtg.convert_released(src, convert_srtg.FORMAT, "r3d_34")
 

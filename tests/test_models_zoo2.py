@@ -15,16 +15,21 @@ from omegaconf import OmegaConf
 
 from actionlab.models import mtnet, srtg, vit
 from actionlab.models.srtg import SqueezeRecursion, cycle_consistent
-from actionlab.models.vit import ViTSize, VideoViT, resize_pos_embed
+from actionlab.models.vit import VideoViT, ViTSize, resize_pos_embed
 from actionlab.ops.token_shift import TokenShift, token_shift
-from actionlab.profile import count_macs, count_params, mac_breakdown
+from actionlab.profile import count_params, mac_breakdown
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 TINY_VIT = ViTSize(hidden=32, layers=2, heads=4, mlp_dim=64)
 ZOO2_CONFIGS = [
     *(f"{p}{a}_{d}" for p in ("srtg_", "") for a in ("r3d", "r2plus1d") for d in (34, 50, 101)),
-    "mtnet_xs", "mtnet_s", "mtnet_m", "mtnet_l",
-    "vit_base", "tokshift_base", "tokshift_large",
+    "mtnet_xs",
+    "mtnet_s",
+    "mtnet_m",
+    "mtnet_l",
+    "vit_base",
+    "tokshift_base",
+    "tokshift_large",
 ]
 # Real arithmetic for the code paths the training tests below do not cover (bottleneck block,
 # (2+1)D convs and stem, TokShift); srtg_r3d_34 (basic block, 3D convs, SR, gates) and mtnet_xs
@@ -73,7 +78,9 @@ def test_token_shift_gradient_is_the_transposed_shift():
     token_shift(x, 3).backward(g)
     # The adjoint of "frame t takes t+1" is "frame t+1 receives t's gradient".
     gv, xg = g.view(2, 3, 2, 8), x.grad.view(2, 3, 2, 8)
-    assert torch.equal(xg[:, 1:, 0, :2], gv[:, :-1, 0, :2]) and torch.equal(xg[:, 0, 0, :2], torch.zeros(2, 2))
+    assert torch.equal(xg[:, 1:, 0, :2], gv[:, :-1, 0, :2]) and torch.equal(
+        xg[:, 0, 0, :2], torch.zeros(2, 2)
+    )
     assert torch.equal(xg[:, :-1, 0, 2:4], gv[:, 1:, 0, 2:4])
     with pytest.raises(ValueError, match="num_frames"):
         token_shift(x, 4)
@@ -126,7 +133,12 @@ def test_position_embedding_resize_keeps_cls_and_corners():
     assert big.shape == (1, 17, 3)
     assert torch.equal(big[:, 0], pos[:, 0])
     grid, old = big[0, 1:].view(4, 4, 3), pos[0, 1:].view(2, 2, 3)
-    for (i, j), (oi, oj) in {(0, 0): (0, 0), (0, 3): (0, 1), (3, 0): (1, 0), (3, 3): (1, 1)}.items():
+    for (i, j), (oi, oj) in {
+        (0, 0): (0, 0),
+        (0, 3): (0, 1),
+        (3, 0): (1, 0),
+        (3, 3): (1, 1),
+    }.items():
         torch.testing.assert_close(grid[i, j], old[oi, oj])
     # A 224 model fed 256 frames interpolates on the fly instead of failing.
     model = VideoViT(TINY_VIT, num_classes=5, img_size=32)
@@ -150,7 +162,9 @@ def test_vit_b16_params_and_tokshift_b_macs_match_the_papers():
 
 
 def test_tokshift_large_384_params():
-    params, macs = _meta_macs(vit.tokshift_large, (1, 3, 8, 384, 384), num_classes=400, img_size=384)
+    params, macs = _meta_macs(
+        vit.tokshift_large, (1, 3, 8, 384, 384), num_classes=400, img_size=384
+    )
     assert round(params / 1e6, 1) == 304.1
     # README: TokShift-L 8x384 1397.6 GFLOPs (Linear + patch embedding convention).
     assert round((macs["aten.addmm"] + macs["aten.convolution"]) / 1e9, 1) == 1397.6
@@ -161,7 +175,9 @@ def test_tokshift_large_384_params():
 
 
 def test_cycle_consistency_on_hand_built_sequences():
-    a = torch.tensor([[[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]]])  # (1, C=2, T=4), distinct frames
+    a = torch.tensor(
+        [[[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]]]
+    )  # (1, C=2, T=4), distinct frames
     assert cycle_consistent(a, a).tolist() == [True]
     assert cycle_consistent(a, a.flip(-1)).tolist() == [True]  # any 1-1 re-ordering cycles back
     collapsed = torch.zeros_like(a)
@@ -249,7 +265,9 @@ def test_srtg_params_and_macs_match_the_release(arch):
 
 
 def test_srtg_r3d_34_without_stem_pool_is_the_older_release_revision():
-    params, macs = _meta_macs(srtg.srtg_r3d_34, (1, 3, 16, 224, 224), num_classes=400, stem_pool=False)
+    params, macs = _meta_macs(
+        srtg.srtg_r3d_34, (1, 3, 16, 224, 224), num_classes=400, stem_pool=False
+    )
     assert round(params / 1e6, 2) == 83.86
     assert round(macs["total"] / 1e9, 1) == 301.6  # 7x: stage 1 at 16x112x112 instead of 8x56x56
 
@@ -257,9 +275,17 @@ def test_srtg_r3d_34_without_stem_pool_is_the_older_release_revision():
 def test_srtg_keeps_released_layout_with_expansion_one():
     model, _ = _meta_model(srtg.srtg_r2plus1d_50, (1,), num_classes=7)
     keys = set(model.state_dict())
-    assert {"stem.0.weight", "stem.3.weight", "layer1.0.conv1.0.weight", "layer1.0.conv2.0.0.weight",
-            "layer1.0.conv2.0.3.weight", "layer1.0.conv3.0.weight", "layer2.0.downsample.0.weight",
-            "layer4.2.sar.rnn.weight_hh_l1", "fc.weight"} <= keys
+    assert {
+        "stem.0.weight",
+        "stem.3.weight",
+        "layer1.0.conv1.0.weight",
+        "layer1.0.conv2.0.0.weight",
+        "layer1.0.conv2.0.3.weight",
+        "layer1.0.conv3.0.weight",
+        "layer2.0.downsample.0.weight",
+        "layer4.2.sar.rnn.weight_hh_l1",
+        "fc.weight",
+    } <= keys
     assert model.fc.in_features == 512
     assert model.layer1[0].conv2[0][0].out_channels == (64 * 64 * 27) // (64 * 9 + 3 * 64)
 
@@ -303,11 +329,19 @@ def test_mtnet_paths_resolutions_and_lateral_link():
     assert conv.conv_short2long.weight.shape == (16, 112, 1, 1, 1)
     assert model.layer2[0].downsample.conv_short2long is None  # the shortcut has no lateral
     assert isinstance(model.layer1[0].sr_short.rnn, torch.nn.GRU)
-    assert (model.layer1[0].sr_short.rnn.hidden_size, model.layer1[0].sr_long.rnn.hidden_size) == (56, 8)
+    assert (model.layer1[0].sr_short.rnn.hidden_size, model.layer1[0].sr_long.rnn.hidden_size) == (
+        56,
+        8,
+    )
 
 
 # Design note A.3 (analytic, 16x224, 400 classes): params M, GRU params M, GMACs.
-MTNET_FIGURES = {"xs": (21.8, 6.6, 15.9), "s": (40.0, 10.9, 18.5), "m": (44.0, 11.8, 25.3), "l": (88.1, 22.3, 38.1)}
+MTNET_FIGURES = {
+    "xs": (21.8, 6.6, 15.9),
+    "s": (40.0, 10.9, 18.5),
+    "m": (44.0, 11.8, 25.3),
+    "l": (88.1, 22.3, 38.1),
+}
 
 
 @pytest.mark.parametrize("size", sorted(MTNET_FIGURES))
@@ -371,12 +405,17 @@ def test_srtg_trains_with_gates_switched_on_by_epoch(compose_train, monkeypatch)
 
     def spy(self, epoch: int) -> None:
         set_epoch(self, epoch)
-        seen.append((epoch, all(m.gate_active for m in self.modules() if isinstance(m, SqueezeRecursion))))
+        seen.append(
+            (epoch, all(m.gate_active for m in self.modules() if isinstance(m, SqueezeRecursion)))
+        )
 
     monkeypatch.setattr(srtg.VideoResNet, "set_epoch", spy)
     cfg = compose_train(
-        "model=srtg_r3d_34", "model.gates_from_epoch=1", "trainer.max_epochs=2",
-        "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+        "model=srtg_r3d_34",
+        "model.gates_from_epoch=1",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1",
     )
     _finite_metrics(run(cfg))
     assert seen == [(0, False), (1, True)]
@@ -386,7 +425,9 @@ def test_srtg_trains_with_gates_switched_on_by_epoch(compose_train, monkeypatch)
 def test_mtnet_trains_on_synthetic_data(compose_train):
     from actionlab.train import run
 
-    cfg = compose_train("model=mtnet_xs", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
+    cfg = compose_train(
+        "model=mtnet_xs", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"
+    )
     _finite_metrics(run(cfg))
 
 

@@ -31,7 +31,17 @@ from torch.nn.modules.utils import _triple
 from actionlab.models.layers import init_msra
 from actionlab.models.srtg import SqueezeRecursion
 
-__all__ = ["MTConv", "MTBlock", "MTNet", "SIZES", "select_frames", "mtnet_xs", "mtnet_s", "mtnet_m", "mtnet_l"]
+__all__ = [
+    "SIZES",
+    "MTBlock",
+    "MTConv",
+    "MTNet",
+    "mtnet_l",
+    "mtnet_m",
+    "mtnet_s",
+    "mtnet_xs",
+    "select_frames",
+]
 
 SIZES: dict[str, tuple[int, int, int, int]] = {
     "xs": (2, 2, 2, 2),
@@ -54,7 +64,9 @@ def select_frames(x: Tensor) -> Tensor:
     """
     b, c, t, h, w = x.shape
     if t < 3:
-        raise ValueError(f"MTNet frame selection needs at least 3 frames, got {t}; feed longer clips")
+        raise ValueError(
+            f"MTNet frame selection needs at least 3 frames, got {t}; feed longer clips"
+        )
     g = x.mean(dim=(3, 4))
     sim = F.cosine_similarity(g[..., :-1], g[..., 1:], dim=1, eps=1e-4).pow(2)  # (B, T-1)
     score = (sim[:, :-1] + sim[:, 1:]) / 2  # (B, T-2), entry t scores frame t+1

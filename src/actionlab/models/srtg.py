@@ -40,18 +40,18 @@ __all__ = [
     "SqueezeRecursion",
     "VideoResNet",
     "cycle_consistent",
-    "r3d_34",
-    "r3d_50",
-    "r3d_101",
     "r2plus1d_34",
     "r2plus1d_50",
     "r2plus1d_101",
-    "srtg_r3d_34",
-    "srtg_r3d_50",
-    "srtg_r3d_101",
+    "r3d_34",
+    "r3d_50",
+    "r3d_101",
     "srtg_r2plus1d_34",
     "srtg_r2plus1d_50",
     "srtg_r2plus1d_101",
+    "srtg_r3d_34",
+    "srtg_r3d_50",
+    "srtg_r3d_101",
 ]
 
 
@@ -119,7 +119,9 @@ class Conv2Plus1D(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, mid: int, stride: int = 1) -> None:
         super().__init__(
-            nn.Conv3d(cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
+            nn.Conv3d(
+                cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False
+            ),
             nn.BatchNorm3d(mid),
             nn.ReLU(inplace=True),
             nn.Conv3d(mid, cout, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False),
@@ -185,7 +187,9 @@ class Bottleneck(_Block):
 
     def build(self, inplanes: int, planes: int, builder: type[nn.Module], stride: int) -> None:
         self.conv1 = nn.Sequential(
-            nn.Conv3d(inplanes, planes, 1, bias=False), nn.BatchNorm3d(planes), nn.ReLU(inplace=True)
+            nn.Conv3d(inplanes, planes, 1, bias=False),
+            nn.BatchNorm3d(planes),
+            nn.ReLU(inplace=True),
         )
         self.conv2 = nn.Sequential(
             builder(planes, planes, _midplanes(inplanes, planes), stride),
@@ -285,7 +289,10 @@ class VideoResNet(nn.Module):
                     nn.BatchNorm3d(planes),
                 )
             blocks = [cfg.block(inplanes, planes, cfg.builder, stride, downsample, recursion)]
-            blocks += [cfg.block(planes, planes, cfg.builder, recursion=recursion) for _ in range(count - 1)]
+            blocks += [
+                cfg.block(planes, planes, cfg.builder, recursion=recursion)
+                for _ in range(count - 1)
+            ]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             inplanes = planes
         self.fc = nn.Linear(inplanes, num_classes)

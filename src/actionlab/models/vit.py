@@ -33,10 +33,10 @@ __all__ = [
     "ViTSize",
     "VideoViT",
     "resize_pos_embed",
-    "vit_base",
-    "vit_large",
     "tokshift_base",
     "tokshift_large",
+    "vit_base",
+    "vit_large",
 ]
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["token_shift", "TokenShift"]
+__all__ = ["TokenShift", "token_shift"]
 
 
 def token_shift(x: Tensor, num_frames: int, fold_div: int = 4) -> Tensor:

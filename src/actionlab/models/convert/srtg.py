@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +37,7 @@ from actionlab.models.convert.common import (
     strip_prefix,
 )
 
-__all__ = ["FORMAT", "ReleasedFormat", "convert_released", "format_report", "make_main", "main"]
+__all__ = ["FORMAT", "ReleasedFormat", "convert_released", "format_report", "main", "make_main"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def convert_released(
     load report (empty lists in strict mode, which raises on any mismatch instead).
     """
     if model not in fmt.models:
-        raise ValueError(f"--model must be one of {', '.join(fmt.models)} for {fmt.family}, got {model!r}")
+        raise ValueError(
+            f"--model must be one of {', '.join(fmt.models)} for {fmt.family}, got {model!r}"
+        )
     # Released training files may pickle a MultiStepLR whose milestones are a Counter (a dict).
     with torch.serialization.safe_globals([collections.Counter]):
         ckpt = read_checkpoint(path)
@@ -147,10 +150,16 @@ def make_main(fmt: ReleasedFormat) -> Callable[[list[str]], None]:
         parser.add_argument("src", help="released .pth file")
         parser.add_argument("dst", help="output lab checkpoint (.ckpt)")
         parser.add_argument("--model", required=True, choices=fmt.models)
-        parser.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
-        parser.add_argument("--num-frames", type=int, default=None, help=f"default: {fmt.num_frames}")
+        parser.add_argument(
+            "--num-classes", type=int, default=None, help="default: the checkpoint's"
+        )
+        parser.add_argument(
+            "--num-frames", type=int, default=None, help=f"default: {fmt.num_frames}"
+        )
         parser.add_argument("--partial", action="store_true", help="load what fits, list the rest")
-        parser.add_argument("--class-names", default=None, help="text file, one class name per line")
+        parser.add_argument(
+            "--class-names", default=None, help="text file, one class name per line"
+        )
         args = parser.parse_args(argv)
         net, cfg, report = convert_released(
             args.src, fmt, args.model, args.num_classes, args.num_frames, args.partial
@@ -170,9 +179,18 @@ FORMAT = ReleasedFormat(
     family="srtg",
     module="actionlab.models.srtg",
     models=(
-        "srtg_r3d_34", "srtg_r3d_50", "srtg_r3d_101",
-        "srtg_r2plus1d_34", "srtg_r2plus1d_50", "srtg_r2plus1d_101",
-        "r3d_34", "r3d_50", "r3d_101", "r2plus1d_34", "r2plus1d_50", "r2plus1d_101",
+        "srtg_r3d_34",
+        "srtg_r3d_50",
+        "srtg_r3d_101",
+        "srtg_r2plus1d_34",
+        "srtg_r2plus1d_50",
+        "srtg_r2plus1d_101",
+        "r3d_34",
+        "r3d_50",
+        "r3d_101",
+        "r2plus1d_34",
+        "r2plus1d_50",
+        "r2plus1d_101",
     ),
     prefixes=("module.",),
     renames=((".sar.lstm.", ".sar.rnn."),),

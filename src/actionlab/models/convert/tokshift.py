@@ -12,7 +12,8 @@ position embeddings (``1 + (size/16)^2`` tokens), so 224/256/384 files rebuild a
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 

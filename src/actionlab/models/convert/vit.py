@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from actionlab.models.convert.common import (
 from actionlab.models.convert.srtg import format_report
 from actionlab.models.vit import VideoViT, resize_pos_embed
 
-__all__ = ["MODELS", "IGNORED_PREFIXES", "read_npz", "npz_to_state", "convert_npz", "main"]
+__all__ = ["IGNORED_PREFIXES", "MODELS", "convert_npz", "main", "npz_to_state", "read_npz"]
 
 MODELS = ("tokshift_base", "tokshift_large", "vit_base", "vit_large")
 IGNORED_PREFIXES = ("head/", "pre_logits/")
@@ -108,7 +109,11 @@ def npz_to_state(
             put(f"{root}{norm}/bias", f"{dst}{ours}.bias")
         attn = root + "MultiHeadDotProductAttention_1/"
         for proj in ("query", "key", "value", "out"):
-            put(f"{attn}{proj}/kernel", f"{dst}attn.{proj}.weight", lambda a: _t(a.reshape(dim, dim).T))
+            put(
+                f"{attn}{proj}/kernel",
+                f"{dst}attn.{proj}.weight",
+                lambda a: _t(a.reshape(dim, dim).T),
+            )
             put(f"{attn}{proj}/bias", f"{dst}attn.{proj}.bias", lambda a: _t(a.reshape(-1)))
         for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
             put(f"{root}MlpBlock_3/{dense}/kernel", f"{dst}ffn.{fc}.weight", lambda a: _t(a.T))
