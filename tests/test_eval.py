@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from conftest import _compose
 from filelock import FileLock
 from omegaconf import OmegaConf
 
@@ -15,10 +16,14 @@ from actionlab import evaluate, train
 from actionlab.data.readers import DecordReader
 from actionlab.data.views import MultiViewDataset, resolve_protocol
 from actionlab.models.convert.common import read_lab_checkpoint, save_lab_checkpoint
-from conftest import _compose
 
 # Overfitting: the training crop sees the frame at the test scale (32 px short side), little jitter.
-OVERFIT_SIZE = ["data.num_frames=4", "data.crop_size=32", "data.scale_size=32", "data.train_scale_size=32"]
+OVERFIT_SIZE = [
+    "data.num_frames=4",
+    "data.crop_size=32",
+    "data.scale_size=32",
+    "data.train_scale_size=32",
+]
 # Its own small dataset: 8 training videos (ids 0-7, one per class) and 2 validation videos
 # (ids 8, 9: classes 0 and 1). A batch of 2 makes the validation set exactly one batch.
 OVERFIT_DATA = [
@@ -96,7 +101,10 @@ def test_1clip_eval_reproduces_training_validation(trained, compose_eval):
     assert saved["protocol"]["name"] == "1clip" and saved["protocol"]["views"] == 1
     assert saved["params"] > 1_000_000 and saved["gmacs_per_view"] > 0
     preds = _rows(out / "predictions.csv")
-    assert [r["video_id"] for r in preds] == ["8", "9"] and [r["label"] for r in preds] == ["0", "1"]
+    assert [r["video_id"] for r in preds] == ["8", "9"] and [r["label"] for r in preds] == [
+        "0",
+        "1",
+    ]
     per_class = _rows(out / "per_class.csv")
     assert len(per_class) == 8 and [r["videos"] for r in per_class[:3]] == ["1", "1", "0"]
     report = (out / "report.md").read_text()
@@ -106,7 +114,9 @@ def test_1clip_eval_reproduces_training_validation(trained, compose_eval):
 @pytest.mark.slow
 def test_2clip_scores_are_mean_logits_of_six_views(trained, compose_eval):
     ckpt, _, _ = trained
-    cfg = compose_eval(f"ckpt_path={ckpt}", "split=val", "eval.protocol=2clip", "eval.max_views_per_batch=4")
+    cfg = compose_eval(
+        f"ckpt_path={ckpt}", "split=val", "eval.protocol=2clip", "eval.max_views_per_batch=4"
+    )
     metrics = evaluate.run(cfg)
     out = Path(cfg.paths.output_dir)
     preds = _rows(out / "predictions.csv")
@@ -145,16 +155,27 @@ def test_converted_checkpoint_dense_views_and_wandb(trained, compose_eval, tmp_p
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_eval(
-        f"ckpt_path={converted}", "data=synthetic", f"data.root={root}", *OVERFIT_DATA, *OVERFIT_SIZE,
-        "data.batch_size=2", "split=val", "eval.protocol=kinetics_10x3", "eval.clips=2",
-        "eval.sampling_rate=2", "logger=wandb", "logger.wandb.project=test",
+        f"ckpt_path={converted}",
+        "data=synthetic",
+        f"data.root={root}",
+        *OVERFIT_DATA,
+        *OVERFIT_SIZE,
+        "data.batch_size=2",
+        "split=val",
+        "eval.protocol=kinetics_10x3",
+        "eval.clips=2",
+        "eval.sampling_rate=2",
+        "logger=wandb",
+        "logger.wandb.project=test",
     )
     metrics = evaluate.run(cfg)
     assert set(metrics) == {"val/acc", "val/acc5", "val/mean_class_acc", "val/loss"}
     out = Path(cfg.paths.output_dir)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["protocol"]["sampling"] == "dense" and saved["protocol"]["views"] == 6
-    assert saved["protocol"]["aggregate"] == "softmax_mean" and saved["protocol"]["scale_size"] == 32  # = crop
+    assert (
+        saved["protocol"]["aggregate"] == "softmax_mean" and saved["protocol"]["scale_size"] == 32
+    )  # = crop
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = {p.name for p in (runs[0] / "files" / "media").rglob("*")}

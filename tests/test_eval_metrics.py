@@ -83,11 +83,15 @@ def test_ddp_padding_repeats_are_removed_by_index():
     torch.manual_seed(0)
     scores_of = torch.randn(num_videos, 3)
     labels_of = torch.tensor([0, 1, 2, 0, 1])
-    per_rank = [list(DistributedSampler(range(num_videos), world, r, shuffle=False)) for r in range(world)]
+    per_rank = [
+        list(DistributedSampler(range(num_videos), world, r, shuffle=False)) for r in range(world)
+    ]
     assert per_rank == [[0, 2, 4], [1, 3, 0]]  # the padding repeat
     # What all_gather returns: (world, N, ...), flattened over ranks.
     index = torch.tensor(per_rank)
-    gathered = dedup_by_index(index.flatten(), scores_of[index].flatten(0, 1), labels_of[index].flatten())
+    gathered = dedup_by_index(
+        index.flatten(), scores_of[index].flatten(0, 1), labels_of[index].flatten()
+    )
     assert gathered.index.tolist() == [0, 1, 2, 3, 4]
     torch.testing.assert_close(gathered.scores, scores_of)
     assert gathered.labels.tolist() == labels_of.tolist()
@@ -118,10 +122,15 @@ def test_metrics_on_hand_made_scores():
     cm = confusion_matrix(scores.argmax(1), labels, 3)
     assert cm.tolist() == [[3, 1, 0], [0, 1, 0], [1, 0, 0]]
     pairs = top_confused_pairs(cm, ["a", "b", "c"], k=5)
-    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("a", "b", 1), ("c", "a", 1)]
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("a", "b", 1),
+        ("c", "a", 1),
+    ]
     assert pairs[1]["share_of_true"] == 1.0
     # Unlabelled videos (-1) are ignored.
-    m2 = classification_metrics(torch.cat([scores, scores[:1]]), torch.cat([labels, torch.tensor([-1])]), 3)
+    m2 = classification_metrics(
+        torch.cat([scores, scores[:1]]), torch.cat([labels, torch.tensor([-1])]), 3
+    )
     assert m2 == m
 
 
@@ -133,14 +142,25 @@ def test_write_artefacts_files(tmp_path):
     scores[torch.arange(10), labels] += 3.0
     scores[3] = torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0, 0.0])  # video 3 (down) -> closer
     preds = dedup_by_index(torch.arange(10), scores, labels)
-    info = ReportInfo("model.ckpt", "val", {"name": "2clip", "clips": 2, "crops": 3, "views": 6,
-                                           "aggregate": "logits_mean"}, params=1_900_000,
-                      gmacs_per_view=0.5, input_thw=(8, 32, 32), seconds=2.0)
-    out = write_artefacts(tmp_path, preds, names, [f"vid{i}" for i in range(10)], info, prefix="val")
+    info = ReportInfo(
+        "model.ckpt",
+        "val",
+        {"name": "2clip", "clips": 2, "crops": 3, "views": 6, "aggregate": "logits_mean"},
+        params=1_900_000,
+        gmacs_per_view=0.5,
+        input_thw=(8, 32, 32),
+        seconds=2.0,
+    )
+    out = write_artefacts(
+        tmp_path, preds, names, [f"vid{i}" for i in range(10)], info, prefix="val"
+    )
     expected = classification_metrics(scores, labels, 6)
     assert out["metrics"]["val/acc"] == pytest.approx(expected["acc"])
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["gmacs_per_video"] == pytest.approx(3.0) and saved["metrics"]["val/acc"] == expected["acc"]
+    assert (
+        saved["gmacs_per_video"] == pytest.approx(3.0)
+        and saved["metrics"]["val/acc"] == expected["acc"]
+    )
     with open(tmp_path / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 10 and rows[3]["video_id"] == "vid3" and rows[3]["top1_class"] == "closer"

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from conftest import REPO
+from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -20,7 +19,9 @@ def test_the_three_notebooks_exist_without_outputs():
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code, path.name
-        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+        assert all(not c.outputs and c.execution_count is None for c in code), (
+            f"{path.name} has outputs"
+        )
 
 
 @pytest.mark.slow
@@ -32,9 +33,13 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     # The kernel is this interpreter (the project's venv) through the native python3 spec.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    figures = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    figures = [
+        o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})
+    ]
     assert figures, f"{path.name} drew no figure"

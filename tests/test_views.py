@@ -54,9 +54,17 @@ def test_2clip_centres_then_starts_and_three_tsm_crops():
 
 
 def test_kinetics_10x3_dense_clips_and_pyslowfast_crops():
-    data = OmegaConf.create({"num_frames": 8, "crop_size": 224, "scale_size": 256, "sampling_rate": 8})
+    data = OmegaConf.create(
+        {"num_frames": 8, "crop_size": 224, "scale_size": 256, "sampling_rate": 8}
+    )
     p = protocol("kinetics_10x3", data)
-    assert (p.clips, p.crops, p.views, p.scale_size, p.aggregate) == (10, 3, 30, 224, "softmax_mean")
+    assert (p.clips, p.crops, p.views, p.scale_size, p.aggregate) == (
+        10,
+        3,
+        30,
+        224,
+        "softmax_mean",
+    )
     clips = temporal_views(300, p)
     # span 8 x 8 = 64, delta = 236, starts round(linspace(0, 236, 10)).
     starts = [0, 26, 52, 79, 105, 131, 157, 184, 210, 236]
@@ -65,7 +73,9 @@ def test_kinetics_10x3_dense_clips_and_pyslowfast_crops():
     assert spatial_views(224, 298, p) == [(0, 0), (0, 37), (0, 74)]
     assert spatial_views(298, 224, p) == [(0, 0), (37, 0), (74, 0)]  # portrait: top/centre/bottom
     # eval.sampling_rate overrides the data's.
-    assert temporal_views(300, protocol("kinetics_10x3", data, sampling_rate=2))[0].tolist() == list(range(0, 16, 2))
+    assert temporal_views(300, protocol("kinetics_10x3", data, sampling_rate=2))[
+        0
+    ].tolist() == list(range(0, 16, 2))
 
 
 def test_ssv2_2x3_and_explicit_clips_crops():
@@ -85,7 +95,10 @@ def test_ssv2_2x3_and_explicit_clips_crops():
 
 @pytest.mark.parametrize(
     "overrides, match",
-    [({"protocol": "3clip"}, "eval.protocol must be one of"), ({"protocol": "1clip", "crops": 2}, "eval.crops")],
+    [
+        ({"protocol": "3clip"}, "eval.protocol must be one of"),
+        ({"protocol": "1clip", "crops": 2}, "eval.crops"),
+    ],
 )
 def test_bad_protocol_settings_name_the_key(overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -107,7 +120,9 @@ def video(tmp_path_factory):
 def test_multiview_item_matches_manual_views(video):
     small = OmegaConf.create({"num_frames": 4, "crop_size": 32, "scale_size": 40})
     p = protocol("2clip", small)
-    ds = MultiViewDataset([VideoRecord(video, 3, "clip")], DecordReader(), p, mean=(0.5,) * 3, std=(0.25,) * 3)
+    ds = MultiViewDataset(
+        [VideoRecord(video, 3, "clip")], DecordReader(), p, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
     views, label, index = ds[0]
     assert views.shape == (6, 3, 4, 32, 32) and label == 3 and index == 0
     reader = DecordReader()
@@ -115,7 +130,9 @@ def test_multiview_item_matches_manual_views(video):
     frames = resize_short_side(torch.from_numpy(reader.read(video, starts)).permute(0, 3, 1, 2), 40)
     assert frames.shape[-2:] == (40, 53)
     y0, x0 = spatial_views(40, 53, p)[2]  # right crop of the second clip = view 5
-    expected = (frames[..., y0 : y0 + 32, x0 : x0 + 32].permute(1, 0, 2, 3).float() / 255 - 0.5) / 0.25
+    expected = (
+        frames[..., y0 : y0 + 32, x0 : x0 + 32].permute(1, 0, 2, 3).float() / 255 - 0.5
+    ) / 0.25
     torch.testing.assert_close(views[5], expected, atol=1e-5, rtol=1e-5)
     assert not torch.equal(views[3], views[5])
 
@@ -125,7 +142,9 @@ def test_1clip_view_equals_the_validation_clip(video):
     small = OmegaConf.create({"num_frames": 4, "crop_size": 32, "scale_size": 40})
     record = VideoRecord(video, 0, "clip")
     views, _, _ = MultiViewDataset([record], DecordReader(), protocol("1clip", small))[0]
-    val = VideoDataset([record], DecordReader(), SegmentSampler(4), ClipTransform(32, 40, train=False), train=False)
+    val = VideoDataset(
+        [record], DecordReader(), SegmentSampler(4), ClipTransform(32, 40, train=False), train=False
+    )
     clip, _, _ = val[0]
     assert views.shape == (1, *clip.shape)
     assert torch.equal(views[0], clip)

@@ -35,7 +35,7 @@ from actionlab.utils.instantiate import instantiate_collection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "load_classifier", "PROTOCOLS", "videos_per_batch", "profile_views"]
+__all__ = ["PROTOCOLS", "load_classifier", "profile_views", "run", "videos_per_batch"]
 
 SPLITS = ("val", "test")
 
@@ -88,7 +88,9 @@ def profile_views(model: torch.nn.Module, protocol: ViewProtocol) -> tuple[int, 
     from actionlab.profile import count_macs, count_params
 
     device = next(model.parameters()).device
-    x = torch.zeros(1, 3, protocol.num_frames, protocol.crop_size, protocol.crop_size, device=device)
+    x = torch.zeros(
+        1, 3, protocol.num_frames, protocol.crop_size, protocol.crop_size, device=device
+    )
     return count_params(model), count_macs(model, x)
 
 
@@ -102,7 +104,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.eval.protocol not in PROTOCOLS:
-        raise ValueError(f"eval.protocol must be one of {sorted(PROTOCOLS)}, got {cfg.eval.protocol!r}")
+        raise ValueError(
+            f"eval.protocol must be one of {sorted(PROTOCOLS)}, got {cfg.eval.protocol!r}"
+        )
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
@@ -136,11 +140,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
             params, macs = profile_views(module.model, protocol)
 
         loggers = instantiate_collection(cfg.get("logger"))
-        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+        trainer: L.Trainer = hydra.utils.instantiate(
+            cfg.trainer, logger=loggers or False, callbacks=[]
+        )
         loader = DataLoader(
             dataset,
             batch_size=videos_per_batch(
-                int(data_cfg.batch_size), trainer.world_size, protocol.views, module.max_views_per_batch
+                int(data_cfg.batch_size),
+                trainer.world_size,
+                protocol.views,
+                module.max_views_per_batch,
             ),
             shuffle=False,
             num_workers=int(data_cfg.num_workers),
@@ -161,10 +170,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 gmacs_per_view=macs / 1e9 if macs is not None else None,
                 input_thw=(protocol.num_frames, protocol.crop_size, protocol.crop_size),
                 seconds=seconds,
-                extra={"devices": str(trainer.world_size), "model": info["model"].get("_target_", "")},
+                extra={
+                    "devices": str(trainer.world_size),
+                    "model": info["model"].get("_target_", ""),
+                },
             )
             artefacts = write_artefacts(
-                out, preds, datamodule.class_names, [r.video_id or r.path for r in records], report,
+                out,
+                preds,
+                datamodule.class_names,
+                [r.video_id or r.path for r in records],
+                report,
                 prefix=cfg.split,
             )
             log_artefacts_to_wandb(loggers, artefacts, prefix=cfg.split)

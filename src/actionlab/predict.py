@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,7 @@ from actionlab.data.readers import DecordReader
 from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from actionlab.data.views import MultiViewDataset, resolve_protocol
 
-__all__ = ["predict", "read_class_names", "main"]
+__all__ = ["main", "predict", "read_class_names"]
 
 
 def read_class_names(path: str | Path) -> list[str]:
@@ -89,7 +90,9 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
         bad_video_policy="fail",
     )
     views, _, _ = dataset[0]
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(
+        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     module.to(device).eval()
     module.max_views_per_batch = cfg.get("max_views_per_batch")
     scores = module(views.unsqueeze(0).to(device))[0].float()
@@ -119,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, float]]:
     missing = [k for k in ("ckpt_path", "video") if OmegaConf.is_missing(cfg, k)]
     if missing:
         raise SystemExit(
-            "missing " + ", ".join(missing) + ": python -m actionlab.predict ckpt_path=PATH video=PATH"
+            "missing "
+            + ", ".join(missing)
+            + ": python -m actionlab.predict ckpt_path=PATH video=PATH"
         )
     top = predict(cfg)
     width = max(len(name) for name, _ in top)

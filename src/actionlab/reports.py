@@ -20,9 +20,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,13 +33,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Predictions",
-    "dedup_by_index",
     "classification_metrics",
     "confusion_matrix",
+    "dedup_by_index",
+    "log_artefacts_to_wandb",
     "per_class_accuracy",
     "top_confused_pairs",
     "write_artefacts",
-    "log_artefacts_to_wandb",
 ]
 
 
@@ -75,7 +76,9 @@ def _topk(scores: Tensor, k: int) -> Tensor:
     return scores.topk(min(k, scores.shape[1]), dim=1).indices
 
 
-def per_class_accuracy(scores: Tensor, labels: Tensor, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def per_class_accuracy(
+    scores: Tensor, labels: Tensor, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(videos per class, top-1 correct per class)``, both ``(num_classes,)`` int arrays."""
     pred = scores.argmax(dim=1)
     counts = torch.bincount(labels, minlength=num_classes)[:num_classes]
@@ -202,12 +205,20 @@ def _report_markdown(
     if info.gmacs_per_view is not None:
         cost = f"{info.gmacs_per_view:.3f} GMACs x {info.views} views = {info.gmacs_per_view * info.views:.3f} GMACs"
     thw = "x".join(str(s) for s in info.input_thw) if info.input_thw else "-"
-    speed = f"{info.seconds:.1f} s ({num_videos / info.seconds:.1f} videos/s)" if info.seconds else "-"
+    speed = (
+        f"{info.seconds:.1f} s ({num_videos / info.seconds:.1f} videos/s)" if info.seconds else "-"
+    )
     summary = [
         ("checkpoint", f"`{info.ckpt_path}`"),
         ("split", f"{info.split} ({num_videos} videos)"),
-        ("protocol", f"`{p.get('name')}`: {p.get('clips')} clip(s) x {p.get('crops')} crop(s), "
-                     f"{p.get('sampling')} sampling, short side {p.get('scale_size')}, crop {p.get('crop_size')}"),
+        (
+            "protocol",
+            (
+                f"`{p.get('name')}`: {p.get('clips')} clip(s) x {p.get('crops')} crop(s), "
+                f"{p.get('sampling')} sampling, short side {p.get('scale_size')}, "
+                f"crop {p.get('crop_size')}"
+            ),
+        ),
         ("aggregation", f"`{p.get('aggregate')}`"),
         ("params", f"{info.params / 1e6:.3f} M" if info.params else "-"),
         ("input per view (T x H x W)", thw),
@@ -233,14 +244,19 @@ def _report_markdown(
         "",
         _markdown_table(
             ["true", "predicted", "videos", "share of true class"],
-            [(r["true"], r["predicted"], r["count"], f"{100 * r['share_of_true']:.1f}%") for r in pairs],
+            [
+                (r["true"], r["predicted"], r["count"], f"{100 * r['share_of_true']:.1f}%")
+                for r in pairs
+            ],
         )
         if pairs
         else "No mistakes.",
         "",
         "## Lowest per-class accuracy",
         "",
-        _markdown_table(["class", "videos", "top-1"], [(n, c, f"{100 * a:.1f}%") for n, c, a in worst]),
+        _markdown_table(
+            ["class", "videos", "top-1"], [(n, c, f"{100 * a:.1f}%") for n, c, a in worst]
+        ),
         "",
         "![confusion matrix](confusion.png)",
         "",
@@ -275,13 +291,30 @@ def write_artefacts(
     cm = confusion_matrix(scores.argmax(1), labels, k)
     pairs = top_confused_pairs(cm, class_names, k=10)
 
-    files = {name: out / name for name in (
-        "metrics.json", "per_class.csv", "predictions.csv", "confused_pairs.csv", "confusion.png", "report.md")}
+    files = {
+        name: out / name
+        for name in (
+            "metrics.json",
+            "per_class.csv",
+            "predictions.csv",
+            "confused_pairs.csv",
+            "confusion.png",
+            "report.md",
+        )
+    }
     _write_csv(
         files["per_class.csv"],
         ["class_id", "class_name", "videos", "correct", "accuracy"],
-        [(i, class_names[i], int(counts[i]), int(correct[i]),
-          f"{correct[i] / counts[i]:.6f}" if counts[i] else "") for i in range(k)],
+        [
+            (
+                i,
+                class_names[i],
+                int(counts[i]),
+                int(correct[i]),
+                f"{correct[i] / counts[i]:.6f}" if counts[i] else "",
+            )
+            for i in range(k)
+        ],
     )
     top = scores.topk(min(5, k), dim=1)
     pred_rows = []
@@ -299,8 +332,12 @@ def write_artefacts(
         ["true_id", "true", "predicted_id", "predicted", "count", "share_of_true"],
         [tuple(r.values()) for r in pairs],
     )
-    _plot_confusion(cm, class_names, files["confusion.png"],
-                    f"{info.protocol.get('name')} on {info.split}: top-1 {100 * metrics['acc']:.1f}%")
+    _plot_confusion(
+        cm,
+        class_names,
+        files["confusion.png"],
+        f"{info.protocol.get('name')} on {info.split}: top-1 {100 * metrics['acc']:.1f}%",
+    )
     acc = [(class_names[i], int(counts[i]), correct[i] / counts[i]) for i in range(k) if counts[i]]
     worst = sorted(acc, key=lambda r: r[2])[:10]
     files["report.md"].write_text(_report_markdown(info, metrics, len(preds), pairs, worst))
@@ -312,7 +349,9 @@ def write_artefacts(
         "videos": len(preds),
         "params": info.params,
         "gmacs_per_view": info.gmacs_per_view,
-        "gmacs_per_video": info.gmacs_per_view * info.views if info.gmacs_per_view is not None else None,
+        "gmacs_per_video": info.gmacs_per_view * info.views
+        if info.gmacs_per_view is not None
+        else None,
         "input_thw": list(info.input_thw) if info.input_thw else None,
         "seconds": info.seconds,
         "metrics": named,
@@ -347,4 +386,3 @@ def log_artefacts_to_wandb(loggers: Sequence[Any], artefacts: dict[str, Any], pr
         run.log_artifact(artifact)
         logged = True
     return logged
-

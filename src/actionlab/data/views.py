@@ -29,8 +29,9 @@ clip-major: view ``v`` is clip ``v // crops``, crop ``v % crops``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,12 @@ import torch
 from actionlab.data.datamodule import VideoDataset
 from actionlab.data.datasets.base import VideoRecord
 from actionlab.data.readers import VideoReader
-from actionlab.data.sampling import dense_indices, fps_scaled_rate, segment_indices, twice_sample_indices
+from actionlab.data.sampling import (
+    dense_indices,
+    fps_scaled_rate,
+    segment_indices,
+    twice_sample_indices,
+)
 from actionlab.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -49,13 +55,13 @@ from actionlab.data.transforms import (
 )
 
 __all__ = [
-    "ViewProtocol",
     "PROTOCOLS",
     "SAMPLINGS",
-    "resolve_protocol",
-    "temporal_views",
-    "spatial_views",
     "MultiViewDataset",
+    "ViewProtocol",
+    "resolve_protocol",
+    "spatial_views",
+    "temporal_views",
 ]
 
 SAMPLINGS = ("segment", "dense")
@@ -162,7 +168,9 @@ def _segment_clips(num_frames: int, num_segments: int, clips: int) -> list[np.nd
     ]
 
 
-def temporal_views(num_frames: int, protocol: ViewProtocol, fps: float | None = None) -> list[np.ndarray]:
+def temporal_views(
+    num_frames: int, protocol: ViewProtocol, fps: float | None = None
+) -> list[np.ndarray]:
     """``protocol.clips`` arrays of ``protocol.num_frames`` 0-based frame indices.
 
     Dense clips step ``sampling_rate`` frames of a ``target_fps`` video when both the protocol's
@@ -171,7 +179,9 @@ def temporal_views(num_frames: int, protocol: ViewProtocol, fps: float | None = 
     if protocol.sampling == "segment":
         return _segment_clips(num_frames, protocol.num_frames, protocol.clips)
     rate = fps_scaled_rate(protocol.sampling_rate, fps, protocol.target_fps)
-    return dense_indices(num_frames, protocol.num_frames, rate, train=False, num_clips=protocol.clips)
+    return dense_indices(
+        num_frames, protocol.num_frames, rate, train=False, num_clips=protocol.clips
+    )
 
 
 def spatial_views(height: int, width: int, protocol: ViewProtocol) -> list[tuple[int, int]]:
@@ -235,5 +245,7 @@ class MultiViewDataset(VideoDataset):
         views = []
         for clip in clips:
             picked = frames[np.searchsorted(wanted, clip)].permute(1, 0, 2, 3)  # (3, T, H, W)
-            views += [normalize(crop_clip(picked, box, self.protocol.crop_size), self.mean, self.std, 0) for box in boxes]
+            for box in boxes:
+                view = crop_clip(picked, box, self.protocol.crop_size)
+                views.append(normalize(view, self.mean, self.std, channel_dim=0))
         return torch.stack(views), record.label
