@@ -121,7 +121,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 12) -> Non
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "17", "preset": "veryfast", "g": "8"}
+            # One encoder thread: the same frames always give the same bytes.
+            stream.options = {"crf": "17", "preset": "veryfast", "g": "8", "threads": "1"}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
