@@ -113,6 +113,7 @@ class OptunaSweeperImpl(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.hydra_context = hydra_context  # Sweeper.validate_batch_is_legal reads its config loader
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
