@@ -134,7 +134,8 @@ def test_long_cycle_run_changes_shapes_and_lr_as_scheduled(compose_train, tmp_pa
     rows_path = tmp_path / "rows.jsonl"
     cfg = compose_train("model=x3d_xs", *SMALL, "data.batch_size=2", "schedule=long_cycle", "trainer.max_epochs=4",
                         "schedule.steps=[0,2]", "schedule.bn_base_size=2", "optimizer.lr=0.01",
-                        "+trainer.limit_val_batches=1", "callbacks.last_checkpoint=null", *_recorder(rows_path))
+                        "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=1",
+                        "trainer.check_val_every_n_epoch=3", "callbacks.last_checkpoint=null", *_recorder(rows_path))
     sched = MultigridSchedule(2, 8, 32, 4, [0, 2], short_cycle=False)
     assert sched.total_epochs == 6
     train.run(cfg)
@@ -144,12 +145,12 @@ def test_long_cycle_run_changes_shapes_and_lr_as_scheduled(compose_train, tmp_pa
         batch, frames, crop = sched.shape_at(row["epoch"])
         assert row["shape"] == [batch, 3, frames, crop, crop], row
         n = sum(1 for r in rows if r["epoch"] == row["epoch"])
-        assert n == 32 // batch
+        assert n == min(32 // batch, 4)
         expected = 0.01 * sched.relative_lr(row["epoch"] + row["batch_idx"] / n)
         assert row["lr"] == pytest.approx(expected, rel=1e-9), row
     assert {r["lr"] for r in rows if r["epoch"] == 0} == {pytest.approx(0.08)}
-    # bigger batches fewer steps: 2+2+2 + 4 + 16+16 steps instead of 6 x 16
-    assert len(rows) == 3 * 2 + 4 + 16 + 16
+    # bigger batches, fewer steps: 2+2+2 + 4 + 4+4 (at most 4 per epoch here)
+    assert len(rows) == 3 * 2 + 4 + 4 + 4
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 5 and last["global_step"] == len(rows)
     assert not any("split_running" in k for k in last["state_dict"])  # checkpoints hold plain BN
