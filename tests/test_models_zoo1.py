@@ -31,18 +31,18 @@ def build(name: str, classes: int = 5, frames: int = 4) -> nn.Module:
 
 @pytest.mark.parametrize("name", ZOO1)
 def test_forward_backward_and_a_few_steps(name):
-    """Every named config: logits shape, finite gradients reaching the stem, 3 SGD steps."""
+    """Every named config: logits shape, finite gradients reaching the stem, 2 SGD steps."""
     torch.manual_seed(0)
     model = build(name)
-    x = torch.randn(2, 3, 2, 32, 32)
-    y = torch.tensor([1, 3])
+    x = torch.randn(1, 3, 2, 32, 32)
+    y = torch.tensor([3])
     first = next(model.parameters())  # stem / conv1
     before = first.detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for step in range(3):
+    for step in range(2):
         opt.zero_grad()
         out = model(x)
-        assert out.shape == (2, 5)
+        assert out.shape == (1, 5)
         loss = nn.functional.cross_entropy(out, y)
         assert torch.isfinite(loss), step
         loss.backward()
