@@ -148,7 +148,7 @@ def test_long_cycle_run_changes_shapes_and_lr_as_scheduled(compose_train, tmp_pa
         assert n == min(32 // batch, 4)
         expected = 0.01 * sched.relative_lr(row["epoch"] + row["batch_idx"] / n)
         assert row["lr"] == pytest.approx(expected, rel=1e-9), row
-    assert {r["lr"] for r in rows if r["epoch"] == 0} == {pytest.approx(0.08)}
+    assert all(r["lr"] == pytest.approx(0.08) for r in rows if r["epoch"] == 0)  # 8x batch, 8x LR
     # bigger batches, fewer steps: 2+2+2 + 4 + 4+4 (at most 4 per epoch here)
     assert len(rows) == 3 * 2 + 4 + 4 + 4
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
