@@ -322,6 +322,14 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("x3d_l", 400, 16, 312, "6.2M / 18.4G"),
     ZooEntry("vov3d_m", 174, 16, 256, "3.2M / 6.4G"),
     ZooEntry("vov3d_l", 174, 16, 256, "5.8M / 12.1G"),
+    ZooEntry("rubiks_large_aq", 174, 8, 224, "8.5M / 15.7G"),
+    ZooEntry("r3d_34", 400, 16, 224, "63.7M / 42.65G (release)"),
+    ZooEntry("srtg_r3d_34", 400, 16, 224, "83.9M / 42.7G (release)"),
+    ZooEntry("srtg_r2plus1d_50", 400, 16, 224, "-"),
+    ZooEntry("mtnet_xs", 400, 16, 224, "21.8M / 15.9G (note, analytic)"),
+    ZooEntry("mtnet_m", 400, 16, 224, "44.0M / 25.3G (note, analytic)"),
+    ZooEntry("vit_base", 400, 8, 224, "86.1M"),
+    ZooEntry("tokshift_base", 400, 8, 224, "134.8G (Linear + patch embed only)"),
 )
 ZOO_START, ZOO_END = "<!-- zoo:start -->", "<!-- zoo:end -->"
 
