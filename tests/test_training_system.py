@@ -135,7 +135,7 @@ def test_long_cycle_run_changes_shapes_and_lr_as_scheduled(compose_train, tmp_pa
     cfg = compose_train("model=x3d_xs", *SMALL, "data.batch_size=2", "schedule=long_cycle", "trainer.max_epochs=4",
                         "schedule.steps=[0,2]", "schedule.bn_base_size=2", "optimizer.lr=0.01",
                         "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=1",
-                        "callbacks.last_checkpoint=null", *_recorder(rows_path))
+                        "callbacks.last_checkpoint.every_n_train_steps=1", *_recorder(rows_path))
     sched = MultigridSchedule(2, 8, 32, 4, [0, 2], short_cycle=False)
     assert sched.total_epochs == 6
     train.run(cfg)
