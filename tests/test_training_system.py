@@ -200,8 +200,10 @@ def test_mixed_precision_fast_dev_run(compose_train, model, precision):
     if precision == "16-mixed" and not torch.cuda.is_available():
         pytest.skip("16-mixed (fp16 AMP) is GPU-only in Lightning; on CPU use bf16-mixed")
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    cfg = compose_train(f"model={model}", "data.num_frames=4", "data.crop_size=32", "data.scale_size=40",
-                        "data.train_scale_size=40", "data.batch_size=2", "debug=fdr",
+    crop = 40 if model.startswith("mtnet") else 32  # MTNet's lateral link needs >= 33 px frames
+    cfg = compose_train(f"model={model}", "data.num_frames=4", f"data.crop_size={crop}",
+                        f"data.scale_size={crop + 8}", f"data.train_scale_size={crop + 8}",
+                        "data.batch_size=2", "debug=fdr",
                         f"trainer.precision={precision}", f"trainer.accelerator={accelerator}")
     metrics = train.run(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
