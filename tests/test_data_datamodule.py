@@ -98,7 +98,39 @@ def test_dense_sampling_and_gpu_finish(synthetic_root):
     torch.testing.assert_close(out[0], (clips.float() / 255 - mean) / std)
 
 
+def test_gpu_augment_auto_places_the_finish_where_it_is_cheapest(synthetic_root, tmp_path):
+    """auto: float without a trainer (nothing would finish uint8 batches); uint8 under a trainer,
+    except on CPU with photometric augmentation (kornia would run serially in the main process)."""
+    from types import SimpleNamespace
+
+    def trainer(device: str) -> SimpleNamespace:
+        return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), callbacks=[],
+                               world_size=1, default_root_dir=str(tmp_path), training=False)
+
+    plain, jitter = make_dm(synthetic_root), make_dm(synthetic_root, augment={"color_jitter": 0.4})
+    assert plain.gpu_augment == "auto" and not plain.uint8_batches and not jitter.uint8_batches
+    clips, _, _ = next(iter(plain.val_dataloader()))
+    assert clips.dtype == torch.float32
+    assert plain.on_after_batch_transfer((clips,), 0)[0] is clips
+    float_clips = clips
+
+    jitter.trainer = trainer("cpu")
+    assert not jitter.uint8_batches
+    jitter.trainer = trainer("cuda")  # no kernel runs: only the placement decision is tested
+    assert jitter.uint8_batches
+    plain.trainer = trainer("cpu")
+    assert plain.uint8_batches
+    clips, labels, index = next(iter(plain.val_dataloader()))  # rebuilt: the output type changed
+    assert clips.dtype == torch.uint8 and clips.shape == (4, 3, 4, 32, 32)
+    out = plain.on_after_batch_transfer((clips, labels, index), 0)
+    # Finishing on the device gives the very batch the workers would have made.
+    torch.testing.assert_close(out[0], float_clips)
+    assert make_dm(synthetic_root, gpu_augment=False).uint8_batches is False
+
+
 def test_invalid_options_name_the_setting(synthetic_root):
+    with pytest.raises(ValueError, match="data.gpu_augment"):
+        make_dm(synthetic_root, gpu_augment="gpu")
     for kw, match in (({"backend": "lmdb"}, "data.backend"), ({"sampling": "random"}, "data.sampling"),
                       ({"pad": "mirror"}, "data.pad"), ({"bad_video_policy": "ignore"}, "bad_video_policy")):
         with pytest.raises(ValueError, match=match):

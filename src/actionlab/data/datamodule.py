@@ -1,6 +1,9 @@
 """``VideoDataModule``: annotations -> reader -> sampler -> transform -> batches.
 
-A batch is ``(clips, labels, index)``: clips ``(B, C, T, H, W)`` float, normalised.
+A batch is ``(clips, labels, index)``: clips ``(B, C, T, H, W)`` float, normalised. Under a
+trainer (``gpu_augment=auto``) workers send uint8 crops instead, 4x fewer bytes to write to
+shared memory and copy to the device, and ``on_after_batch_transfer`` normalises them there:
+the model always sees float clips.
 ``batch_size`` is global; each device gets ``batch_size // world_size``.
 
 Multigrid (issue 7) hooks: ``num_frames``, ``crop_size``, ``scale_size``/``train_scale_size``
@@ -29,7 +32,13 @@ from actionlab.data.cache import VideoInfoCache, default_cache_path
 from actionlab.data.datasets.base import Annotations, VideoRecord
 from actionlab.data.readers import BACKENDS, VideoInfo, VideoReader, VideoReadError, make_reader
 from actionlab.data.sampling import PAD_MODES, DenseSampler, SegmentSampler
-from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, GpuClipAugment
+from actionlab.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipTransform,
+    GpuClipAugment,
+    build_photometric,
+)
 
 __all__ = [
     "BAD_VIDEO_POLICIES",
@@ -41,6 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 BAD_VIDEO_POLICIES = ("skip", "fail")
+GPU_AUGMENT = ("auto", True, False)
 SAMPLINGS = ("segment", "dense")
 # Frame rate assumed for time windows when the backend does not know it (frame folders).
 DEFAULT_FPS = 30.0
@@ -248,8 +258,12 @@ class VideoDataModule(L.LightningDataModule):
         augment: training augmentation (``ClipTransform`` keywords): ``train_crop``
             (random|multiscale|resized), ``scales``, ``max_distort``, ``rrc_scale``,
             ``rrc_ratio``, ``color_jitter``, ``srtg`` (flag dict).
-        gpu_augment: decode and crop in workers, then photometric augmentation and
-            normalisation batched on the device (``on_after_batch_transfer``).
+        gpu_augment: ``True``: workers decode and crop to uint8, photometric augmentation and
+            normalisation run batched on the device (``on_after_batch_transfer``). ``False``:
+            all of it in the workers (float batches, 4x the bytes). ``auto``: ``True`` under a
+            trainer, except on CPU with photometric augmentation on (kornia would then run
+            serially in the main process instead of in parallel workers); ``False`` without a
+            trainer (nothing would finish the batches).
         report_bad_videos: attach a ``BadVideoReport`` callback (epoch-end report and
             ``bad_videos.txt`` in the run directory) when the trainer has none.
     """
@@ -283,7 +297,7 @@ class VideoDataModule(L.LightningDataModule):
         frame_template: str | None = None,
         cache_video_info: bool = True,
         augment: Mapping[str, Any] | None = None,
-        gpu_augment: bool = False,
+        gpu_augment: bool | str = "auto",
         report_bad_videos: bool = True,
     ) -> None:
         super().__init__()
@@ -297,6 +311,8 @@ class VideoDataModule(L.LightningDataModule):
             raise ValueError(f"data.sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if pad not in PAD_MODES:
             raise ValueError(f"data.pad must be one of {PAD_MODES}, got {pad!r}")
+        if not any(gpu_augment is v or gpu_augment == v for v in GPU_AUGMENT):
+            raise ValueError(f"data.gpu_augment must be auto, true or false, got {gpu_augment!r}")
         self.root = str(root)
         kwargs = {"root": self.root}
         try:
@@ -335,11 +351,8 @@ class VideoDataModule(L.LightningDataModule):
         self.report_dir: str | None = None
         self.datasets: dict[str, VideoDataset] = {}
         self._built_shape: dict[str, tuple] = {}
-        self._gpu_finish = (
-            GpuClipAugment(self.mean, self.std, self.augment.get("color_jitter"), self.augment.get("srtg"))
-            if gpu_augment
-            else None
-        )
+        self._gpu_finish: GpuClipAugment | None = None
+        self._photometric = build_photometric(self.augment.get("color_jitter"), self.augment.get("srtg")) is not None
 
     @property
     def class_names(self) -> list[str]:
@@ -360,10 +373,20 @@ class VideoDataModule(L.LightningDataModule):
         if prepare is not None:
             prepare()
 
+    @property
+    def uint8_batches(self) -> bool:
+        """Whether workers send uint8 crops that ``on_after_batch_transfer`` finishes."""
+        if self.gpu_augment != "auto":
+            return bool(self.gpu_augment)
+        trainer = self.trainer
+        if trainer is None:
+            return False
+        return trainer.strategy.root_device.type != "cpu" or not self._photometric
+
     def _shape(self, split: str) -> tuple:
         scale = self.train_scale_size if split == "train" else self.scale_size
         scale = tuple(scale) if isinstance(scale, Sequence) and not isinstance(scale, str) else scale
-        return (self.num_frames, self.crop_size, scale, self.sampling_rate)
+        return (self.num_frames, self.crop_size, scale, self.sampling_rate, self.uint8_batches)
 
     def _sampler(self) -> Callable[..., np.ndarray]:
         if self.sampling == "dense":
@@ -382,6 +405,11 @@ class VideoDataModule(L.LightningDataModule):
     def build_dataset(self, split: str) -> VideoDataset:
         train = split == "train"
         scale = self._shape(split)[2]
+        uint8 = self.uint8_batches
+        if uint8 and self._gpu_finish is None:
+            self._gpu_finish = GpuClipAugment(
+                self.mean, self.std, self.augment.get("color_jitter"), self.augment.get("srtg")
+            )
         transform = ClipTransform(
             self.crop_size,
             scale,
@@ -390,7 +418,7 @@ class VideoDataModule(L.LightningDataModule):
             std=self.std,
             flip=self.flip,
             flip_label_map=self.flip_label_map,
-            to_uint8=self.gpu_augment,
+            to_uint8=uint8,
             **self.augment,
         )
         cache = (

@@ -80,12 +80,20 @@ def _clamp(indices: Sequence[int], length: int, path: str) -> tuple[np.ndarray, 
     return np.unique(wanted, return_inverse=True)
 
 
+def _expand(frames: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """``frames[inverse]`` (repeated or reordered indices), without a copy when it is the identity."""
+    if len(inverse) == len(frames) and np.array_equal(inverse, np.arange(len(frames))):
+        return frames
+    return frames[inverse]
+
+
 def _decode_image(data: bytes, where: str) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"))
+            # convert() copies even when the mode already is RGB (JPEG frames are).
+            return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     except Exception as err:  # PIL raises UnidentifiedImageError, OSError (truncated), ...
         raise VideoReadError(f"cannot decode frame image {where}: {err}") from err
 
@@ -171,7 +179,7 @@ class DecordReader(_Reader):
             raise VideoReadError(f"cannot decode frames {list(indices)} of {path}: {err}") from err
         if frames.ndim != 4 or len(frames) != len(unique):
             raise VideoReadError(f"decoded {len(frames)} of {len(unique)} frames of {path}")
-        return frames[inverse]
+        return _expand(frames, inverse)
 
     def read(self, path: str, indices: Sequence[int]) -> np.ndarray:
         vr = self._open(path)
@@ -256,12 +264,12 @@ class FrameFolderReader(_Reader):
             except OSError as err:
                 raise VideoReadError(f"frame {i} of {folder} is missing ({name}): {err}") from err
             frames.append(_decode_image(data, name))
-        return _stack(frames, folder)[inverse]
+        return _expand(_stack(frames, folder), inverse)
 
     def read_sampled(self, path: str, choose: Chooser) -> tuple[np.ndarray, VideoInfo]:
         info = self.probe(path)
         unique, inverse = _clamp(choose(info.num_frames, info.fps), info.num_frames, path)
-        return self.read(path, unique)[inverse], info
+        return _expand(self.read(path, unique), inverse), info
 
 
 class SQLiteFrameReader(_Reader):
@@ -322,12 +330,12 @@ class SQLiteFrameReader(_Reader):
         missing = [k for k in keys if k not in blobs]
         if missing:
             raise VideoReadError(f"frames {missing[:3]} missing from {db}")
-        return _stack([_decode_image(blobs[k], f"{db}:{k}") for k in keys], db)[inverse]
+        return _expand(_stack([_decode_image(blobs[k], f"{db}:{k}") for k in keys], db), inverse)
 
     def read_sampled(self, path: str, choose: Chooser) -> tuple[np.ndarray, VideoInfo]:
         info = self.probe(path)
         unique, inverse = _clamp(choose(info.num_frames, info.fps), info.num_frames, path)
-        return self.read(path, unique)[inverse], info
+        return _expand(self.read(path, unique), inverse), info
 
 
 def make_reader(backend: str, frame_template: str | None = None) -> _Reader:
