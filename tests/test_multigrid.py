@@ -43,6 +43,20 @@ def test_worked_example_k400_slowfast_8x8():
     assert sum(avg) / len(avg) == pytest.approx(5.75)  # iter_saving
 
 
+def test_lr_scaling_options_change_only_the_batch_factor_term():
+    raw = long_cycle_schedule(32, 224, [0, 94, 154, 196], 239, 1.5)
+    linear = relative_lr_steps(raw, 0.1)
+    sqrt = relative_lr_steps(raw, 0.1, "sqrt")
+    none = relative_lr_steps(raw, 0.1, "none")
+    assert linear[0] == sqrt[0] == none[0] and linear[2] == sqrt[2] == none[2]
+    assert sqrt[1][:4] == pytest.approx([math.sqrt(8), 2, math.sqrt(2), 1])
+    assert none[1] == pytest.approx([1] * 4 + [0.1] * 4 + [0.01] * 4 + [0.01, 0.001])
+    sched = MultigridSchedule(16, 8, 56, 12, [0, 6, 9], lr_scaling="sqrt")
+    assert sched.relative_lr(0) == pytest.approx(math.sqrt(8))
+    with pytest.raises(ValueError, match="schedule.lr_scaling"):
+        relative_lr_steps(raw, 0.1, "cubic")
+
+
 def test_worked_example_ssv2_and_t16():
     assert [e for *_, e in long_cycle_schedule(64, 224, [0, 14, 18], 22)] == [11, 16, 21, 24, 27, 28, 30, 30, 33]
     sched = MultigridSchedule(64, 16, 224, 100, [0, 40, 60, 80])
@@ -104,6 +118,25 @@ def test_resumable_batch_sampler_order_and_skip():
     sampler = ResumableBatchSampler(RandomSampler(data), 4, True, state)
     assert list(sampler) == full[2:] and len(sampler) == 5
     assert list(sampler) == full and state.skip == 0  # the skip applies once
+
+
+@pytest.mark.parametrize("clips, world, fails", [(256, 1, False), (255, 1, True), (256, 2, False), (254, 2, True)])
+def test_multigrid_rejects_a_training_set_smaller_than_a_stage_batch(clips, world, fails):
+    from types import SimpleNamespace
+
+    from actionlab.schedules.callback import Multigrid
+
+    # B0=16, S0=56: stage 0 batch 128 (x8), short cycle 28 px at x2 -> 256 clips per iteration.
+    multigrid = Multigrid(base_epochs=12, base_batch_size=16, base_num_frames=8, base_crop_size=56, steps=[0, 6, 9])
+    trainer = SimpleNamespace(world_size=world)
+    datamodule = SimpleNamespace(datasets={"train": range(clips)})
+    if not fails:
+        multigrid._check_dataset_size(trainer, datamodule)
+        return
+    with pytest.raises(ValueError, match=rf"stage 0 .* batches of {256 // world} clips per device.*data.batch_size"):
+        multigrid._check_dataset_size(trainer, datamodule)
+    multigrid.schedule = MultigridSchedule(16, 8, 56, 12, [0, 6, 9], short_cycle=False)  # 128 per stage-0 batch
+    multigrid._check_dataset_size(trainer, datamodule)
 
 
 @pytest.mark.parametrize("n", [4, 10, 31, 48, 50])

@@ -131,6 +131,7 @@ class Multigrid(ResumableSampling):
         bn_base_size: clips per split-BN group (8); ``split_bn`` turns split BN on (long cycle).
         warmup_epochs, warmup_start: linear LR warmup from ``warmup_start x base LR`` to the
             scheduled LR at ``warmup_epochs`` (long cycle; the LR scheduler must be ``none``).
+        lr_scaling: stage LR against its batch factor: ``linear`` (PySlowFast), ``sqrt``, ``none``.
         seed: sampler seed (see ``ResumableSampling``).
     """
 
@@ -152,6 +153,7 @@ class Multigrid(ResumableSampling):
         split_bn: bool = True,
         warmup_epochs: float = 0.0,
         warmup_start: float = 0.1,
+        lr_scaling: str = "linear",
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
@@ -160,7 +162,7 @@ class Multigrid(ResumableSampling):
             batch_size=base_batch_size, num_frames=base_num_frames, crop_size=base_crop_size,
             max_epoch=base_epochs, steps=steps, long_cycle=long_cycle, short_cycle=short_cycle,
             epoch_factor=epoch_factor, gamma=gamma, long_factors=long_cycle_factors,
-            short_factors=short_cycle_factors,
+            short_factors=short_cycle_factors, lr_scaling=lr_scaling,
         )
         self.bn_base_size = bn_base_size
         self.split_bn = split_bn and long_cycle
@@ -189,6 +191,7 @@ class Multigrid(ResumableSampling):
         if self.schedule.short_cycle and not hasattr(datamodule, "batch_sampler_factory"):
             raise TypeError("the multigrid short cycle needs VideoDataModule.batch_sampler_factory; "
                             "update actionlab or use schedule=long_cycle")
+        self._check_dataset_size(trainer, datamodule)
         if self._base_scale is None:
             self._base_scale = getattr(datamodule, "train_scale_size", None)
         if self.split_bn:
@@ -199,6 +202,28 @@ class Multigrid(ResumableSampling):
             if convert_split_bn(model) == 0:
                 log.info("multigrid: %s has no BatchNorm3d, split BN is off", type(model).__name__)
                 self.split_bn = False
+
+    def _check_dataset_size(self, trainer: L.Trainer, datamodule: Any) -> None:
+        """Fail before training when a stage's largest batch exceeds the training set: the
+        loader drops incomplete batches, so that stage would silently train on nothing."""
+        train_set = getattr(datamodule, "datasets", {}).get("train")
+        if train_set is None:
+            return
+        world = max(1, trainer.world_size)
+        clips = len(train_set) // world
+        for index, stage in enumerate(self.schedule.stages):
+            if stage.epochs == 0:
+                continue
+            batch = stage.shape.b * self.schedule.batch_size // world
+            factor = max(self.schedule.short_cycle_batches(stage.start)[1]) if self.schedule.short_cycle else 1
+            if batch * factor > clips:
+                raise ValueError(
+                    f"schedule=multigrid: stage {index} (epochs {stage.start}-{stage.end}) needs batches "
+                    f"of {batch * factor} clips per device (data.batch_size={self.schedule.batch_size} x "
+                    f"long-cycle factor {stage.shape.b} x short-cycle factor {factor}), but the training "
+                    f"set has {clips} clips per device, so every batch of the stage would be dropped. "
+                    "Lower data.batch_size, set schedule.short_cycle=false, or train on more clips."
+                )
 
     def _scaled_jitter(self, crop: int) -> Any:
         base, s0 = self._base_scale, self.schedule.crop_size

@@ -9,7 +9,8 @@ about the same FLOPs as one base iteration of ``(B0, T0, S0)``.
   long-cycle shapes (coarse to fine) so that each shape gets the same number of iterations;
   a fine-tune phase at the base shape follows; everything is rescaled to ``epoch_factor`` times
   the base epochs. The LR becomes "steps with relative LRs": stage ``(k, j)`` uses
-  ``gamma^k * b_j`` (linear scaling with the batch factor).
+  ``gamma^k * b_j`` (linear scaling with the batch factor; ``lr_scaling=sqrt|none`` scales by
+  ``sqrt(b_j)`` or not at all, for models or optimisers that diverge at ``8x`` the base LR).
 - Short cycle (per iteration): the batch sampler cycles crops ``0.5 S0``, ``0.707 S0`` and the
   stage crop with batches scaled by ``round((s / crop)^2)`` (crops absolute, as PySlowFast).
 
@@ -137,17 +138,24 @@ def long_cycle_schedule(
     return final
 
 
+LR_SCALINGS = {"linear": float, "sqrt": math.sqrt, "none": lambda b: 1.0}
+
+
 def relative_lr_steps(
-    schedule: Sequence[tuple[int, int, Shape, int]], gamma: float = 0.1
+    schedule: Sequence[tuple[int, int, Shape, int]], gamma: float = 0.1, lr_scaling: str = "linear"
 ) -> tuple[list[int], list[float], int]:
     """PySlowFast ``steps_with_relative_lrs`` for a long-cycle schedule: ``(steps, lrs, max_epoch)``.
 
-    Stage ``(k, j)`` has relative LR ``gamma^k * b_j``; the fine-tune phase keeps the previous LR
-    for its first half (the last step becomes its midpoint) and uses ``gamma^n`` after.
+    Stage ``(k, j)`` has relative LR ``gamma^k * b_j`` (``lr_scaling="linear"``, PySlowFast;
+    ``sqrt``: ``gamma^k * sqrt(b_j)``; ``none``: ``gamma^k``); the fine-tune phase keeps the
+    previous LR for its first half (the last step becomes its midpoint) and uses ``gamma^n`` after.
     """
+    if lr_scaling not in LR_SCALINGS:
+        raise ValueError(f"schedule.lr_scaling must be one of {sorted(LR_SCALINGS)}, got {lr_scaling!r}")
+    scale = LR_SCALINGS[lr_scaling]
     steps = [0] + [end for *_, end in schedule]
     steps[-1] = (steps[-2] + steps[-1]) // 2
-    lrs = [gamma**k * shape.b for k, _, shape, _ in schedule]
+    lrs = [gamma**k * scale(shape.b) for k, _, shape, _ in schedule]
     lrs = lrs[:-1] + [lrs[-2], lrs[-1]]
     return steps, lrs, schedule[-1][-1]
 
@@ -183,6 +191,8 @@ class MultigridSchedule:
         epoch_factor: train ``F x E`` epochs (1.5).
         gamma: LR decay per step.
         long_factors, short_factors: the cycles' factors (PySlowFast defaults).
+        lr_scaling: how a stage's LR follows its batch factor: ``linear`` (PySlowFast), ``sqrt``
+            or ``none``.
     """
 
     batch_size: int
@@ -196,6 +206,7 @@ class MultigridSchedule:
     gamma: float = 0.1
     long_factors: Sequence[Sequence[float]] = LONG_CYCLE_FACTORS
     short_factors: Sequence[float] = SHORT_CYCLE_FACTORS
+    lr_scaling: str = "linear"
     stages: list[Stage] = field(init=False)
     lr_steps: list[int] = field(init=False)
     lr_values: list[float] = field(init=False)
@@ -212,7 +223,7 @@ class MultigridSchedule:
                 self.num_frames, self.crop_size, self.steps, self.max_epoch, self.epoch_factor,
                 self.long_factors, self.short_factors if self.short_cycle else None,
             )
-            self.lr_steps, self.lr_values, self.total_epochs = relative_lr_steps(raw, self.gamma)
+            self.lr_steps, self.lr_values, self.total_epochs = relative_lr_steps(raw, self.gamma, self.lr_scaling)
             starts = [0] + [end for *_, end in raw[:-1]]
             self.stages = [Stage(k, j, shape, start, end) for (k, j, shape, end), start in zip(raw, starts)]
         else:  # short cycle only: the recipe is stretched by the epoch factor, LR policy untouched
