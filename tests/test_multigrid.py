@@ -18,6 +18,7 @@ from actionlab.schedules.multigrid import (
 )
 from actionlab.schedules.samplers import ResumableBatchSampler, SamplerState, ShortCycleBatchSampler
 from actionlab.schedules.split_bn import (
+    SplitBatchNorm2d,
     SplitBatchNorm3d,
     convert_split_bn,
     fold_split_bn,
@@ -180,6 +181,45 @@ def test_split_bn_statistics_equal_plain_bn():
         assert torch.allclose(part.mean(1), torch.zeros(6), atol=1e-5)
     split.eval()
     assert torch.allclose(split(x), plain(x), atol=5e-2)
+
+
+class _FramesBN(nn.Module):
+    """A 2D backbone in miniature: frames folded into the batch, clip-major, then BatchNorm2d."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, momentum=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        return self.bn(x.transpose(1, 2).reshape(b * t, c, h, w)).view(b, t, c, h, w)
+
+
+def test_split_bn_2d_groups_whole_clips_of_time_folded_frames():
+    torch.manual_seed(0)
+    # per-clip offsets: a split that mixed frames of different clip groups would not be centred
+    x = torch.randn(16, 6, 3, 5, 5) + 4 * torch.randn(16, 1, 1, 1, 1)
+    model = _FramesBN(6)
+    assert convert_split_bn(model) == 1 and isinstance(model.bn, SplitBatchNorm2d)
+    set_num_splits(model, 4)
+    y = model.train()(x)
+    assert model.bn.clip_frames == 3  # read from the clip by the pre-hook
+    for j in range(4):  # split j = clips j, j+4, ...: exactly plain BN over those clips' frames
+        reference = nn.BatchNorm2d(6, affine=False)
+        frames = x[j::4].transpose(1, 2).reshape(-1, 6, 5, 5)
+        assert torch.allclose(y[j::4].reshape(-1, 6, 5, 5), reference.train()(frames), atol=1e-5)
+    plain = nn.BatchNorm2d(6, momentum=1.0)
+    plain(x.transpose(1, 2).reshape(48, 6, 5, 5))
+    fold_split_bn(model)
+    assert torch.allclose(model.bn.running_mean, plain.running_mean, atol=1e-5)
+    m = 4 * 3 * 5 * 5  # elements per channel per split
+    assert torch.allclose(model.bn.running_var, plain.running_var, rtol=2.0 / m)
+    model(torch.randn(8, 6, 2, 5, 5))  # a new clip length is picked up per call
+    assert model.bn.clip_frames == 2
+    with pytest.raises(ValueError, match="batch of 6 clips"):
+        model(torch.randn(6, 6, 2, 5, 5))
+    model.eval()
+    assert model(torch.randn(6, 6, 2, 5, 5)).shape == (6, 2, 6, 5, 5)  # eval: plain BN, any batch
 
 
 def test_split_bn_shares_parameters_and_state_dict_keys():

@@ -200,7 +200,7 @@ class Multigrid(ResumableSampling):
                                  "set trainer.sync_batchnorm=false or schedule.split_bn=false")
             model = getattr(pl_module, "model", pl_module)
             if convert_split_bn(model) == 0:
-                log.info("multigrid: %s has no BatchNorm3d, split BN is off", type(model).__name__)
+                log.info("multigrid: %s has no BatchNorm2d/3d, split BN is off", type(model).__name__)
                 self.split_bn = False
 
     def _check_dataset_size(self, trainer: L.Trainer, datamodule: Any) -> None:

@@ -2,12 +2,16 @@
 
 With multigrid the per-device batch grows up to 8x (x4 more in the short cycle); the paper keeps
 BN statistics over about ``bn_base_size`` clips by normalising ``k`` strided splits of the batch
-separately (PySlowFast ``SubBatchNorm3d``): sample ``i`` belongs to split ``i mod k``. Each
+separately (PySlowFast ``SubBatchNorm3d``): clip ``i`` belongs to split ``i mod k``. Each
 split has its own running statistics; for evaluation and checkpoints they are folded into the
 plain BN buffers (mean of the split means; mean of the split variances plus the variance of the
 split means, the law of total variance), so checkpoints are always plain BN.
 
-Input ``(N, C, T, H, W)``; ``N`` must be a multiple of the split count.
+- ``SplitBatchNorm3d``: input ``(N, C, T, H, W)``; ``N`` must be a multiple of the split count.
+- ``SplitBatchNorm2d``: the 2D backbones (RubiksNet, TSM) fold time into the batch, so their BN
+  sees ``(N*T, C, H, W)``, clip-major. The split is still by clip (all ``T`` frames of a clip in
+  one group, as plain BN pools over frames); ``T`` comes from the clip the model is called with
+  (a forward pre-hook that ``convert_split_bn`` installs).
 """
 
 from __future__ import annotations
@@ -16,18 +20,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SplitBatchNorm3d", "convert_split_bn", "split_bn_modules", "set_num_splits", "fold_split_bn", "num_splits_for"]
+__all__ = [
+    "SplitBatchNorm2d",
+    "SplitBatchNorm3d",
+    "convert_split_bn",
+    "fold_split_bn",
+    "num_splits_for",
+    "set_num_splits",
+    "split_bn_modules",
+]
+
+_FRAMES_HOOK = "_actionlab_split_bn_frames_hook"
 
 
-class SplitBatchNorm3d(nn.BatchNorm3d):
-    """``nn.BatchNorm3d`` with ``num_splits`` strided BN groups in training (1 = plain BN).
+class _SplitStats:
+    """Split running statistics and their folding, shared by the 2D and 3D split BNs.
 
-    State dict keys and parameters are those of ``nn.BatchNorm3d``; the split statistics are
-    not persistent (they are re-tiled from the folded ones after a restart).
+    State dict keys and parameters are those of the wrapped ``nn.BatchNorm*d``; the split
+    statistics are not persistent (they are re-tiled from the folded ones after a restart).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    num_splits: int
+    running_mean: Tensor | None
+    running_var: Tensor | None
+
+    def _init_splits(self) -> None:
         self.num_splits = 1
         self.register_buffer("split_running_mean", None, persistent=False)
         self.register_buffer("split_running_var", None, persistent=False)
@@ -59,31 +76,80 @@ class SplitBatchNorm3d(nn.BatchNorm3d):
         self.running_mean.copy_(mean)
         self.running_var.copy_(variances.mean(0) + ((means - mean) ** 2).mean(0))
 
+    def _split_forward(self, grouped: Tensor) -> Tensor:
+        """Training BN of ``grouped`` (``k x C`` channels: one block of ``C`` per split)."""
+        momentum = 0.1 if self.momentum is None else self.momentum
+        y = F.batch_norm(
+            grouped, self.split_running_mean, self.split_running_var, None, None, True, momentum, self.eps
+        )
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        return y
+
+    def _affine(self, y: Tensor) -> Tensor:
+        """The one ``(gamma, beta)`` of size ``C`` that all splits share."""
+        if not self.affine:
+            return y
+        shape = (1, y.shape[1]) + (1,) * (y.ndim - 2)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+    def _check_batch(self, clips: int) -> None:
+        if clips % self.num_splits:
+            raise ValueError(
+                f"split batch-norm with {self.num_splits} splits got a batch of {clips} clips; the "
+                "per-device batch must be a multiple of the split count (use drop_last, or set "
+                "schedule.split_bn=false)"
+            )
+
+
+class SplitBatchNorm3d(_SplitStats, nn.BatchNorm3d):
+    """``nn.BatchNorm3d`` with ``num_splits`` strided BN groups in training (1 = plain BN)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_splits()
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
         n, c = x.shape[:2]
+        self._check_batch(n)
         k = self.num_splits
-        if n % k:
-            raise ValueError(
-                f"split batch-norm with {k} splits got a batch of {n} clips; the per-device batch "
-                "must be a multiple of the split count (use drop_last, or set schedule.split_bn=false)"
-            )
-        momentum = 0.1 if self.momentum is None else self.momentum
-        y = F.batch_norm(
-            x.reshape(n // k, c * k, *x.shape[2:]), self.split_running_mean, self.split_running_var,
-            None, None, True, momentum, self.eps,
-        ).view_as(x)
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-        if self.affine:
-            shape = (1, c) + (1,) * (x.ndim - 2)
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        # (N, C, ...) -> (N/k, k*C, ...): clip i lands in channel block i mod k, no copy.
+        y = self._split_forward(x.reshape(n // k, c * k, *x.shape[2:])).view_as(x)
+        return self._affine(y)
 
 
-def _replace(module: nn.BatchNorm3d) -> SplitBatchNorm3d:
-    new = SplitBatchNorm3d(
+class SplitBatchNorm2d(_SplitStats, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over time-folded frames ``(N*T, C, H, W)`` with ``num_splits``
+    strided groups of clips in training (1 = plain BN); ``clip_frames`` is ``T``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_splits()
+        self.clip_frames = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        images, c, h, w = x.shape
+        t, k = max(1, self.clip_frames), self.num_splits
+        if images % t:
+            raise ValueError(f"split batch-norm: {images} frames are not whole clips of {t} frames")
+        n = images // t
+        self._check_batch(n)
+        # clip a*k + j, frame f -> split j: (N/k, k, T, C) -> (N/k, T, k, C) -> (N/k*T, k*C).
+        grouped = x.view(n // k, k, t, c, h, w).transpose(1, 2).reshape(n // k * t, k * c, h, w)
+        y = self._split_forward(grouped)
+        y = y.view(n // k, t, k, c, h, w).transpose(1, 2).reshape(images, c, h, w)
+        return self._affine(y)
+
+
+_SPLIT_OF = {nn.BatchNorm3d: SplitBatchNorm3d, nn.BatchNorm2d: SplitBatchNorm2d}
+
+
+def _replace(module: nn.modules.batchnorm._BatchNorm) -> _SplitStats:
+    new = _SPLIT_OF[type(module)](
         module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
     )
     # The same Parameter and buffer objects: optimisers, EMA and checkpoints are unaffected.
@@ -95,21 +161,35 @@ def _replace(module: nn.BatchNorm3d) -> SplitBatchNorm3d:
     return new
 
 
+def _record_clip_frames(model: nn.Module, args: tuple) -> None:
+    clips = args[0] if args else None
+    if isinstance(clips, Tensor) and clips.ndim == 5:  # (B, C, T, H, W)
+        for m in model.modules():
+            if isinstance(m, SplitBatchNorm2d):
+                m.clip_frames = int(clips.shape[2])
+
+
 def convert_split_bn(model: nn.Module) -> int:
-    """Replace every ``nn.BatchNorm3d`` (whatever its name) by ``SplitBatchNorm3d`` in place;
-    returns how many there are now. SyncBatchNorm and 1D/2D norms are left as they are."""
+    """Replace every ``nn.BatchNorm3d`` and ``nn.BatchNorm2d`` (whatever its name) by its split
+    version in place; returns how many there are now. SyncBatchNorm and 1D norms are left as
+    they are. ``model`` takes clips ``(B, C, T, H, W)``; a 2D BN is taken to see its frames
+    folded into the batch, clip-major (every 2D backbone of the lab does this)."""
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.BatchNorm3d:
+            if type(child) in _SPLIT_OF:
                 setattr(parent, name, _replace(child))
-            if isinstance(getattr(parent, name), SplitBatchNorm3d):
+            if isinstance(getattr(parent, name), _SplitStats):
                 count += 1
+    has_2d = any(isinstance(m, SplitBatchNorm2d) for m in model.modules())
+    if has_2d and not getattr(model, _FRAMES_HOOK, False):
+        model.register_forward_pre_hook(_record_clip_frames)
+        setattr(model, _FRAMES_HOOK, True)
     return count
 
 
-def split_bn_modules(model: nn.Module) -> list[SplitBatchNorm3d]:
-    return [m for m in model.modules() if isinstance(m, SplitBatchNorm3d)]
+def split_bn_modules(model: nn.Module) -> list[_SplitStats]:
+    return [m for m in model.modules() if isinstance(m, _SplitStats)]
 
 
 def set_num_splits(model: nn.Module, num_splits: int) -> None:
