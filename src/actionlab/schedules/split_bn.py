@@ -16,6 +16,8 @@ split means, the law of total variance), so checkpoints are always plain BN.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -161,12 +163,11 @@ def _replace(module: nn.modules.batchnorm._BatchNorm) -> _SplitStats:
     return new
 
 
-def _record_clip_frames(model: nn.Module, args: tuple) -> None:
+def _record_clip_frames(norms: list[SplitBatchNorm2d], model: nn.Module, args: tuple) -> None:
     clips = args[0] if args else None
     if isinstance(clips, Tensor) and clips.ndim == 5:  # (B, C, T, H, W)
-        for m in model.modules():
-            if isinstance(m, SplitBatchNorm2d):
-                m.clip_frames = int(clips.shape[2])
+        for m in norms:
+            m.clip_frames = int(clips.shape[2])
 
 
 def convert_split_bn(model: nn.Module) -> int:
@@ -181,9 +182,9 @@ def convert_split_bn(model: nn.Module) -> int:
                 setattr(parent, name, _replace(child))
             if isinstance(getattr(parent, name), _SplitStats):
                 count += 1
-    has_2d = any(isinstance(m, SplitBatchNorm2d) for m in model.modules())
-    if has_2d and not getattr(model, _FRAMES_HOOK, False):
-        model.register_forward_pre_hook(_record_clip_frames)
+    norms_2d = [m for m in model.modules() if isinstance(m, SplitBatchNorm2d)]
+    if norms_2d and not getattr(model, _FRAMES_HOOK, False):
+        model.register_forward_pre_hook(functools.partial(_record_clip_frames, norms_2d))
         setattr(model, _FRAMES_HOOK, True)
     return count
 
