@@ -8,7 +8,8 @@ Multi-view batches ``(B, V, C, T, H, W)`` are scored per view and aggregated ove
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,9 +20,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from actionlab.lit.optim import param_groups
 from actionlab.models.convert.common import LAB_KEY
+from actionlab.models.cpu_bf16 import guard_cpu_bf16_conv3d
 from actionlab.reports import Predictions, classification_metrics, dedup_by_index
 
-__all__ = ["VideoClassifier", "aggregate_views", "AGGREGATIONS", "PROBABILITY_AGGREGATIONS"]
+__all__ = ["AGGREGATIONS", "PROBABILITY_AGGREGATIONS", "VideoClassifier", "aggregate_views"]
 
 AGGREGATIONS = ("logits_mean", "softmax_mean", "sum")
 # Aggregations whose output is (a multiple of) class probabilities rather than logits.
@@ -129,6 +131,9 @@ class VideoClassifier(L.LightningModule):
         return self.model(clips)
 
     def setup(self, stage: str) -> None:
+        on_cpu = self.trainer.strategy.root_device.type == "cpu"
+        if stage == "fit" and on_cpu and "bf16" in str(self.trainer.precision):
+            guard_cpu_bf16_conv3d(self.model)  # before compiling: the guard is part of the traced forward
         if self.compile and stage == "fit":
             self.model.compile()  # in place: parameter names (and checkpoints) stay the same
 
