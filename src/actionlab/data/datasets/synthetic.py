@@ -121,7 +121,10 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 12) -> Non
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            # One encoder thread: the same frames always give the same bytes.
+            # One encoder thread, set on the codec context: PyAV opens the encoder with its own
+            # thread_count (0 = auto), which overrides a "threads" option, and x264's auto
+            # threading made the bytes (and decoded frames) depend on the machine's load.
+            stream.codec_context.thread_count = 1
             stream.options = {"crf": "17", "preset": "veryfast", "g": "8", "threads": "1"}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
