@@ -20,40 +20,11 @@
 #include <vector>
 
 #include "rubiks_shift.h"
+#include "rubiks_shift_args.h"
 
 namespace actionlab {
 namespace rubiks {
 namespace {
-
-struct Geometry {
-  int64_t N, T, C, H, W;    // input
-  int64_t To, Ho, Wo;       // output
-  int64_t sT, sH, sW;       // strides
-};
-
-Geometry make_geometry(at::IntArrayRef size, at::IntArrayRef stride) {
-  TORCH_CHECK(size.size() == 5, "rubiks_shift: x must be (N, T, C, H, W), got ", size);
-  TORCH_CHECK(stride.size() == 3, "rubiks_shift: stride must have 3 entries (T, H, W), got ",
-              stride);
-  for (auto s : stride) TORCH_CHECK(s >= 1, "rubiks_shift: strides must be >= 1, got ", stride);
-  Geometry g{size[0], size[1], size[2], size[3], size[4], 0, 0, 0, stride[0], stride[1], stride[2]};
-  TORCH_CHECK(g.T > 0 && g.H > 0 && g.W > 0 || g.N * g.C == 0,
-              "rubiks_shift: T, H and W must be positive, got ", size);
-  g.To = g.T > 0 ? out_size(g.T, g.sT) : 0;
-  g.Ho = g.H > 0 ? out_size(g.H, g.sH) : 0;
-  g.Wo = g.W > 0 ? out_size(g.W, g.sW) : 0;
-  return g;
-}
-
-void check_shift(const at::Tensor& shift, int64_t C, const at::Tensor& like) {
-  TORCH_CHECK(shift.dim() == 2 && shift.size(0) == 3 && shift.size(1) == C,
-              "rubiks_shift: shift must be (3, C=", C, "), got ", shift.sizes());
-  TORCH_CHECK(at::isFloatingType(shift.scalar_type()) && at::isFloatingType(like.scalar_type()),
-              "rubiks_shift: x and shift must be floating point, got ", like.scalar_type(),
-              " and ", shift.scalar_type());
-  TORCH_CHECK(shift.device() == like.device(), "rubiks_shift: shift is on ", shift.device(),
-              " but the features are on ", like.device(), "; move both to the same device");
-}
 
 template <typename acc_t>
 struct ChannelTaps {
@@ -338,10 +309,9 @@ at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
 
 at::Tensor rubiks_shift_cpu(const at::Tensor& x_, const at::Tensor& shift, at::IntArrayRef stride,
                             bool quantize) {
-  const Geometry g = make_geometry(x_.sizes(), stride);
-  check_shift(shift, g.C, x_);
+  const Geometry g = forward_args(x_, shift, stride);
   auto x = x_.contiguous();
-  auto out = at::empty({g.N, g.To, g.C, g.Ho, g.Wo}, x.options());
+  auto out = at::empty(output_size(g), x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_cpu",
                                   [&] { forward_cpu_impl<scalar_t>(x, shift, out, g, quantize); });
@@ -351,12 +321,7 @@ at::Tensor rubiks_shift_cpu(const at::Tensor& x_, const at::Tensor& shift, at::I
 at::Tensor rubiks_shift_grad_input_cpu(const at::Tensor& grad_, const at::Tensor& shift,
                                        at::IntArrayRef input_size, at::IntArrayRef stride,
                                        bool quantize) {
-  const Geometry g = make_geometry(input_size, stride);
-  check_shift(shift, g.C, grad_);
-  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
-              "rubiks_shift_grad_input: grad_out has shape ", grad_.sizes(),
-              " but the output of an input of ", input_size, " is ",
-              at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}));
+  const Geometry g = grad_input_args(grad_, shift, input_size, stride);
   auto grad = grad_.contiguous();
   auto gx = at::empty(input_size, grad.options());
   if (gx.numel() == 0) return gx;
@@ -369,13 +334,7 @@ at::Tensor rubiks_shift_grad_input_cpu(const at::Tensor& grad_, const at::Tensor
 at::Tensor rubiks_shift_grad_shift_cpu(const at::Tensor& grad_, const at::Tensor& x_,
                                        const at::Tensor& shift, at::IntArrayRef stride,
                                        bool quantize) {
-  const Geometry g = make_geometry(x_.sizes(), stride);
-  check_shift(shift, g.C, x_);
-  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}),
-              "rubiks_shift_grad_shift: grad_out has shape ", grad_.sizes(), ", expected ",
-              at::IntArrayRef({g.N, g.To, g.C, g.Ho, g.Wo}));
-  TORCH_CHECK(grad_.scalar_type() == x_.scalar_type(), "rubiks_shift_grad_shift: grad_out is ",
-              grad_.scalar_type(), " but x is ", x_.scalar_type());
+  const Geometry g = grad_shift_args(grad_, x_, shift, stride);
   auto grad = grad_.contiguous();
   auto x = x_.contiguous();
   if (grad.numel() == 0) return at::zeros_like(shift);

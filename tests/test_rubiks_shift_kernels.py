@@ -302,7 +302,7 @@ def test_busy_lock_times_out_into_the_fallback(monkeypatch, tmp_path):
 def test_sources_ship_with_the_package():
     src = _extension.source_dir()
     assert src == Path(_extension.__file__).resolve().parent / "csrc"
-    for name in _extension.SOURCES_CPU + _extension.SOURCES_CUDA + _extension.HEADERS:
+    for name in _extension.SOURCES_CPU + _extension.SOURCES_CUDA + _extension.HEADERS + _extension.HEADERS_CUDA:
         assert (src / name).is_file(), name
 
 

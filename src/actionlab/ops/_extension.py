@@ -41,7 +41,8 @@ TIMEOUT_ENV = "ACTIONLAB_BUILD_TIMEOUT"
 CUDA_ENV = "ACTIONLAB_EXTENSION_CUDA"  # "0" forces a CPU-only build, "1" forces CUDA sources
 SOURCES_CPU = ("rubiks_shift.cpp",)
 SOURCES_CUDA = ("rubiks_shift_cuda.cu",)
-HEADERS = ("rubiks_shift.h",)
+HEADERS = ("rubiks_shift.h", "rubiks_shift_args.h")
+HEADERS_CUDA = ("rubiks_shift_kernels.cuh",)
 
 _library: str | None = None  # path of the loaded shared library
 _with_cuda: bool = False  # whether the loaded library has the CUDA kernels
@@ -103,7 +104,8 @@ def _precheck(with_cuda: bool) -> str | None:
     if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
         return f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
     src = source_dir()
-    missing = [f for f in SOURCES_CPU + HEADERS + (SOURCES_CUDA if with_cuda else ()) if not (src / f).is_file()]
+    cuda_files = SOURCES_CUDA + HEADERS_CUDA if with_cuda else ()
+    missing = [f for f in SOURCES_CPU + HEADERS + cuda_files if not (src / f).is_file()]
     if missing:
         return f"sources {missing} not found in {src} (broken install? reinstall actionlab)"
     from torch.utils.cpp_extension import is_ninja_available
