@@ -34,15 +34,15 @@ def _clips(root, split: str, train: bool, n_aug: int = 1):
 @pytest.mark.slow
 def test_reversed_clip_changes_direction_prediction(tmp_path):
     root = tmp_path / "synthetic"
-    SyntheticSSv2(str(root), num_train=512, num_val=64, min_frames=16, max_frames=20).prepare()
+    SyntheticSSv2(str(root), num_train=512, num_val=160, min_frames=16, max_frames=20).prepare()
     x_train, y_train = _clips(root, "train", train=True, n_aug=2)
     x_val, y_val = _clips(root, "val", train=False)
-    assert len(y_val) == 16 and set(y_train.tolist()) == {0, 1}
+    assert len(y_val) == 40 and set(y_train.tolist()) == {0, 1}
 
     torch.manual_seed(0)
     model = rubiksnet_tiny(num_classes=2)
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=2e-3)
-    steps = 400
+    steps = 600
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     for step in range(steps):
         idx = torch.randint(0, len(y_train), (16,))
@@ -59,5 +59,7 @@ def test_reversed_clip_changes_direction_prediction(tmp_path):
     # a clip and its reversal the same prediction, so it is right on exactly half of the pairs:
     # exactly 50% here, whatever it learned from appearance.
     both = torch.cat([pred == y_val, pred_reversed == 1 - y_val]).float().mean()
-    assert both >= 0.65, f"clip + reversed-clip accuracy {both:.2f} (order-blind: 0.5)"
+    # Measured on dataset seeds 0/1/2: both 0.95/0.93/0.85, flips 0.90/0.85/0.70. With 16 clips
+    # and 400 steps the flip rate ranged 0.56-0.88 over byte-level changes of the videos.
+    assert both >= 0.75, f"clip + reversed-clip accuracy {both:.2f} (order-blind: 0.5)"
     assert (pred_reversed != pred).float().mean() >= 0.6

@@ -121,11 +121,12 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 12) -> Non
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            # One encoder thread, set on the codec context: PyAV opens the encoder with its own
-            # thread_count (0 = auto), which overrides a "threads" option, and x264's auto
-            # threading made the bytes (and decoded frames) depend on the machine's load.
-            stream.codec_context.thread_count = 1
-            stream.options = {"crf": "17", "preset": "veryfast", "g": "8", "threads": "1"}
+            # The same frames must always give the same bytes (tests train on these videos). One
+            # thread is not enough: with x264's rate-control lookahead and macroblock tree, about
+            # 1 encode in 10 of identical frames came out different (PyAV 18's x264), so both
+            # are off; the decode-side workload (H.264, B-frames, GOP of 8) is unchanged.
+            stream.options = {"crf": "17", "preset": "veryfast", "g": "8", "threads": "1",
+                              "x264-params": "rc-lookahead=0:mbtree=0"}
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
