@@ -49,6 +49,17 @@ CASES = [
     ((2, 3, 6, 5, 6), (2, 3, 1), 6.0),
     ((1, 6, 9, 9, 8), (1, 2, 2), 1.5),
 ]
+# Memory layouts of x (N, T, C, H, W) with native kernels; results keep the layout.
+LAYOUTS = ["contiguous", "channels_last"]
+
+
+def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t`` stored contiguously or channels-last (``N, T, H, W, C`` in memory)."""
+    if layout == "channels_last":
+        return t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return t.contiguous()
+
+
 INTEGER_SHIFTS = torch.tensor([[-1.0, 0.0, 2.0], [1.0, -2.0, 0.0], [0.0, 1.0, -1.0]])
 
 
