@@ -2,7 +2,8 @@
 //
 // Ops (namespace `actionlab`):
 //   rubiks_shift(x, shift, stride, quantize)                        -> out
-//   rubiks_shift_grad_input(grad_out, shift, input_size, stride, q) -> grad_x (exact adjoint)
+//   rubiks_shift_grad_input(grad_out, shift, input_size, stride, q[, channels_last]) -> grad_x
+//     (exact adjoint; in the given layout, by default the one of grad_out)
 //   rubiks_shift_grad_shift(grad_out, x, shift, stride, q)          -> grad_shift (3, C), true gradient
 //     (straight-through when q: the derivative at the unrounded shifts)
 //   rubiks_shift_act(x, shift, stride, q, scale, bias, relu)        -> out of act(x), inference only
@@ -346,13 +347,16 @@ at::Tensor rubiks_shift_act_cpu(const at::Tensor& x, const at::Tensor& shift,
   return forward_cpu(x, shift, g, quantize, make_pre_act(scale, bias, relu, g.C, x));
 }
 
-// The gradients run in the layout of the upstream gradient (input gradient) or of the saved
-// input (shift gradient; the upstream gradient is brought to it if it differs).
+// The input gradient runs in the layout of the forward input (`channels_last`, which autograd
+// passes: an upstream gradient of 1 x 1 planes is both layouts at once) or, without it, of the
+// upstream gradient; the shift gradient in the layout of the saved input. A gradient in the other
+// layout is converted first.
 at::Tensor rubiks_shift_grad_input_cpu(const at::Tensor& grad_, const at::Tensor& shift,
                                        at::IntArrayRef input_size, at::IntArrayRef stride,
-                                       bool quantize) {
+                                       bool quantize, c10::optional<bool> channels_last) {
   const Geometry g = grad_input_args(grad_, shift, input_size, stride);
-  if (is_channels_last(grad_)) return grad_input_channels_last_cpu(grad_, shift, g, quantize);
+  if (channels_last.value_or(is_channels_last(grad_)))
+    return grad_input_channels_last_cpu(in_layout(grad_, true), shift, g, quantize);
   auto grad = grad_.contiguous();
   auto gx = at::empty(input_size, grad.options());
   if (gx.numel() == 0) return gx;
@@ -385,7 +389,7 @@ TORCH_LIBRARY(actionlab, m) {
   m.def("rubiks_shift(Tensor x, Tensor shift, int[3] stride, bool quantize) -> Tensor");
   m.def(
       "rubiks_shift_grad_input(Tensor grad_out, Tensor shift, SymInt[] input_size, int[3] stride, "
-      "bool quantize) -> Tensor");
+      "bool quantize, bool? channels_last=None) -> Tensor");
   m.def(
       "rubiks_shift_grad_shift(Tensor grad_out, Tensor x, Tensor shift, int[3] stride, "
       "bool quantize) -> Tensor");

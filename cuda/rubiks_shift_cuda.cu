@@ -66,10 +66,10 @@ at::Tensor rubiks_shift_act_cuda(const at::Tensor& x, const at::Tensor& shift,
 
 at::Tensor rubiks_shift_grad_input_cuda(const at::Tensor& grad, const at::Tensor& shift,
                                         at::IntArrayRef input_size, at::IntArrayRef stride,
-                                        bool quantize) {
+                                        bool quantize, c10::optional<bool> channels_last) {
   check_on_cuda(grad, shift);
   const c10::cuda::CUDAGuard guard(grad.device());
-  return grad_input_with(CudaLauncher{}, grad, shift, input_size, stride, quantize);
+  return grad_input_with(CudaLauncher{}, grad, shift, input_size, stride, quantize, channels_last);
 }
 
 at::Tensor rubiks_shift_grad_shift_cuda(const at::Tensor& grad, const at::Tensor& x,

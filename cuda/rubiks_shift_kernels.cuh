@@ -376,8 +376,9 @@ template <typename Launcher>
 at::Tensor launch_pointwise(const Launcher& launch, const at::Tensor& src_,
                             const at::Tensor& shift, const Geometry& g,
                             at::IntArrayRef result_size, bool quantize, bool adjoint,
-                            const PreAct& pre = PreAct{}) {
-  const bool channels_last = is_channels_last(src_);
+                            const PreAct& pre = PreAct{},
+                            c10::optional<bool> layout = c10::nullopt) {
+  const bool channels_last = layout.value_or(is_channels_last(src_));
   auto src = in_layout(src_, channels_last);
   auto result = empty_in_layout(result_size, src.options(), channels_last);
   const int64_t total = result.numel();
@@ -427,12 +428,14 @@ at::Tensor forward_act_with(const Launcher& launch, const at::Tensor& x, const a
   return launch_pointwise(launch, x, shift, g, output_size(g), quantize, false, pre);
 }
 
+// In the layout `channels_last` (the forward input's; default: the upstream gradient's).
 template <typename Launcher>
 at::Tensor grad_input_with(const Launcher& launch, const at::Tensor& grad,
                            const at::Tensor& shift, at::IntArrayRef input_size,
-                           at::IntArrayRef stride, bool quantize) {
+                           at::IntArrayRef stride, bool quantize,
+                           c10::optional<bool> channels_last = c10::nullopt) {
   const Geometry g = grad_input_args(grad, shift, input_size, stride);
-  return launch_pointwise(launch, grad, shift, g, input_size, quantize, true);
+  return launch_pointwise(launch, grad, shift, g, input_size, quantize, true, PreAct{}, channels_last);
 }
 
 // Straight-through when quantising: the gradient at the unrounded shifts, so no flag here. Runs

@@ -58,7 +58,9 @@ def emulated_op(module, sms: int, wide: bool):
         @staticmethod
         def backward(ctx, grad):
             x, shift = ctx.saved_tensors
-            gx = module.grad_input(grad, shift, list(x.shape), ctx.stride, ctx.quantize, sms, wide)
+            gx = module.grad_input(
+                grad, shift, list(x.shape), ctx.stride, ctx.quantize, sms, wide, is_channels_last(x)
+            )
             gs = module.grad_shift(grad, x, shift, ctx.stride, sms, wide)
             return gx, gs, None, None
 

@@ -74,6 +74,13 @@ def _unfold(x: Tensor, n: int) -> Tensor:
     return x.view(n, -1, *x.shape[1:])
 
 
+def spatial_mean(x: Tensor) -> Tensor:
+    """Mean over ``H, W`` of ``(..., C, H, W)`` as a sum divided by ``H * W``: its gradient is a
+    broadcast view, so a channels-last backward stays channels-last (``Tensor.mean``'s gradient
+    is materialised in the default layout by an elementwise division)."""
+    return x.sum(dim=(-2, -1)) / (x.shape[-2] * x.shape[-1])
+
+
 class SqueezeExcite(nn.Module):
     """Per-frame squeeze-and-excitation with bias-free linear layers (``se.fc.{0,2}``)."""
 
@@ -88,7 +95,7 @@ class SqueezeExcite(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.fc(x.mean(dim=(-2, -1)))
+        scale = self.fc(spatial_mean(x))
         return x * scale[..., None, None]
 
 
@@ -306,7 +313,7 @@ class RubiksNetBackbone(nn.Module):
         for i in range(5):
             h = getattr(self, f"layer{i}")(h)
         h = torch.relu(self.bn_last(_fold(h)))
-        return h.mean(dim=(-2, -1)).view(n, -1, self.num_features)
+        return spatial_mean(h).view(n, -1, self.num_features)
 
     def _forward_fused(self, x: Tensor) -> Tensor:
         from actionlab.models.fuse import affine_relu
@@ -317,7 +324,7 @@ class RubiksNetBackbone(nn.Module):
         a = affine_relu(h, blocks[0].bn1.scale, blocks[0].bn1.bias)
         for i, block in enumerate(blocks):
             h, a = block.forward_fused(h, a, n, blocks[i + 1].bn1 if i + 1 < len(blocks) else self.bn_last)
-        return a.mean(dim=(-2, -1)).view(n, -1, self.num_features)
+        return spatial_mean(a).view(n, -1, self.num_features)
 
 
 class RubiksNet(nn.Module):

@@ -199,8 +199,9 @@ def _register_python_parts() -> None:
         return torch.empty_like(x)
 
     @torch.library.register_fake("actionlab::rubiks_shift_grad_input")
-    def _(grad: Tensor, shift: Tensor, input_size: list, stride: list[int], quantize: bool):
-        return _empty_in_layout(grad, input_size, is_channels_last(grad))
+    def _(grad, shift, input_size, stride, quantize, channels_last=None):
+        layout = is_channels_last(grad) if channels_last is None else channels_last
+        return _empty_in_layout(grad, input_size, layout)
 
     @torch.library.register_fake("actionlab::rubiks_shift_grad_shift")
     def _(grad: Tensor, x: Tensor, shift: Tensor, stride: list[int], quantize: bool) -> Tensor:
@@ -215,7 +216,10 @@ def _register_python_parts() -> None:
         x, shift = ctx.saved_tensors
         grad_x = grad_shift = None
         if ctx.needs_input_grad[0]:
-            grad_x = ops.rubiks_shift_grad_input(grad, shift, x.shape, ctx.stride, ctx.quantize)
+            # In the layout of x (an upstream gradient of 1 x 1 planes does not tell).
+            grad_x = ops.rubiks_shift_grad_input(
+                grad, shift, x.shape, ctx.stride, ctx.quantize, is_channels_last(x)
+            )
         if ctx.needs_input_grad[1]:
             grad_shift = ops.rubiks_shift_grad_shift(grad, x, shift, ctx.stride, ctx.quantize)
         return grad_x, grad_shift, None, None
