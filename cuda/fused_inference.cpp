@@ -1,16 +1,13 @@
-// Inference-only elementwise ops of fused networks (actionlab.models.fuse), CPU:
+// Inference-only elementwise op of fused networks (actionlab.models.fuse), CPU:
 //
 //   affine_relu(x, scale, bias) -> max(scale[c] * x + bias[c], 0)
-//   add_affine_relu_(x!, residual, scale, bias) -> x += residual (in place), returns
-//       max(scale[c] * x + bias[c], 0)
 //
-// i.e. an inference BatchNorm (folded to a per-channel scale and bias) and a ReLU, optionally
-// after the residual addition that produces its input, in one pass over memory instead of two
-// or three: a pre-activation network needs the sum (the next identity shortcut) and its
-// activation (the next branch input), and an eager PyTorch forward writes and reads each of
-// them separately. x is (N, C, ...) contiguous or channels last (torch.channels_last /
-// channels_last_3d); the result has the layout of x. Other devices compose the same from
-// PyTorch ops in src/actionlab/models/fuse.py.
+// i.e. an inference BatchNorm (folded to a per-channel scale and bias) and its ReLU in one pass
+// over memory instead of two: a pre-activation network (RubiksNet) needs both the block output
+// (its next identity shortcut) and this activation of it (its next branch input), so the BN
+// cannot fold into a convolution. x is (N, C, ...) contiguous or channels last
+// (torch.channels_last / channels_last_3d); the result has the layout of x. Other devices
+// compose the same from PyTorch ops in src/actionlab/models/fuse.py.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -34,16 +31,15 @@ Layout layout_of(const at::Tensor& x) {
   return Layout::kChannelsLast;
 }
 
-template <typename scalar_t, bool kResidual>
-void run(at::Tensor& x, const at::Tensor& residual, at::Tensor& out, const at::Tensor& scale,
-         const at::Tensor& bias, Layout layout) {
+template <typename scalar_t>
+void run(const at::Tensor& x, at::Tensor& out, const at::Tensor& scale, const at::Tensor& bias,
+         Layout layout) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = x.size(1);
   const int64_t inner = x.numel() / std::max<int64_t>(1, x.size(0) * C);  // pixels per channel
   const std::vector<acc_t> a = rubiks::channel_vector<acc_t>(scale, C);
   const std::vector<acc_t> b = rubiks::channel_vector<acc_t>(bias, C);
-  scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* rp = kResidual ? residual.data_ptr<scalar_t>() : nullptr;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   // One row is a plane of one channel (contiguous) or the C channels of one pixel (channels
   // last); either way the inner loop is contiguous and vectorises.
@@ -52,19 +48,13 @@ void run(at::Tensor& x, const at::Tensor& residual, at::Tensor& out, const at::T
   const int64_t len = planes ? inner : C;
   at::parallel_for(0, rows, rubiks::grain_for(len), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      scalar_t* xr = xp + row * len;
-      const scalar_t* rr = kResidual ? rp + row * len : nullptr;
+      const scalar_t* xr = xp + row * len;
       scalar_t* o = op + row * len;
       if (planes) {
         const acc_t ac = a[row % C], bc = b[row % C];
 #pragma omp simd
         for (int64_t i = 0; i < len; ++i) {
-          acc_t v = static_cast<acc_t>(xr[i]);
-          if (kResidual) {
-            v += static_cast<acc_t>(rr[i]);
-            xr[i] = static_cast<scalar_t>(v);
-          }
-          const acc_t y = ac * v + bc;
+          const acc_t y = ac * static_cast<acc_t>(xr[i]) + bc;
           o[i] = static_cast<scalar_t>(y > acc_t(0) ? y : acc_t(0));
         }
       } else {
@@ -72,12 +62,7 @@ void run(at::Tensor& x, const at::Tensor& residual, at::Tensor& out, const at::T
         const acc_t* bc = b.data();
 #pragma omp simd
         for (int64_t i = 0; i < len; ++i) {
-          acc_t v = static_cast<acc_t>(xr[i]);
-          if (kResidual) {
-            v += static_cast<acc_t>(rr[i]);
-            xr[i] = static_cast<scalar_t>(v);
-          }
-          const acc_t y = ac[i] * v + bc[i];
+          const acc_t y = ac[i] * static_cast<acc_t>(xr[i]) + bc[i];
           o[i] = static_cast<scalar_t>(y > acc_t(0) ? y : acc_t(0));
         }
       }
@@ -92,37 +77,15 @@ void check(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& bias)
                 x.size(1), ",), got ", t->sizes());
 }
 
-at::Tensor apply(at::Tensor x, const c10::optional<at::Tensor>& residual, const at::Tensor& scale,
-                 const at::Tensor& bias) {
+at::Tensor affine_relu_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& bias) {
   check(x, scale, bias);
   const Layout layout = layout_of(x);
   auto out = at::empty_like(x);  // keeps the layout
   if (x.numel() == 0) return out;
-  at::Tensor r;
-  if (residual.has_value()) {
-    TORCH_CHECK(residual->sizes() == x.sizes() && residual->scalar_type() == x.scalar_type(),
-                "add_affine_relu_: residual ", residual->sizes(), " ", residual->scalar_type(),
-                " does not match x ", x.sizes(), " ", x.scalar_type());
-    r = residual->contiguous(x.suggest_memory_format());
-    if (layout == Layout::kContiguous) r = r.contiguous();
-  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_relu", [&] {
-    if (r.defined()) {
-      run<scalar_t, true>(x, r, out, scale, bias, layout);
-    } else {
-      run<scalar_t, false>(x, r, out, scale, bias, layout);
-    }
+    run<scalar_t>(x, out, scale, bias, layout);
   });
   return out;
-}
-
-at::Tensor affine_relu_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& bias) {
-  return apply(x, c10::nullopt, scale, bias);
-}
-
-at::Tensor add_affine_relu_cpu(at::Tensor& x, const at::Tensor& residual, const at::Tensor& scale,
-                               const at::Tensor& bias) {
-  return apply(x, residual, scale, bias);
 }
 
 }  // namespace
@@ -131,10 +94,8 @@ at::Tensor add_affine_relu_cpu(at::Tensor& x, const at::Tensor& residual, const 
 
 TORCH_LIBRARY_FRAGMENT(actionlab, m) {
   m.def("affine_relu(Tensor x, Tensor scale, Tensor bias) -> Tensor");
-  m.def("add_affine_relu_(Tensor(a!) x, Tensor residual, Tensor scale, Tensor bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(actionlab, CPU, m) {
   m.impl("affine_relu", &actionlab::fused::affine_relu_cpu);
-  m.impl("add_affine_relu_", &actionlab::fused::add_affine_relu_cpu);
 }

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from actionlab.models.fuse import (
+    ConvAct,
     FrozenAffine,
-    add_affine_relu_,
     affine_relu,
     bn_affine,
     fold_bn_into_conv,
@@ -76,7 +76,7 @@ def test_rubiksnet_is_fused_into_fewer_passes():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     blocks = fused.backbone.blocks()
     assert all(isinstance(b.bn1, FrozenAffine) and isinstance(b.bn2, nn.Identity) for b in blocks)
-    assert all(b.conv2.bias is not None for b in blocks)
+    assert all(isinstance(b.conv2, ConvAct) and b.conv2.act == "relu" and b.conv2.conv.bias is not None for b in blocks)
     seen = []
 
     class Recorder(torch.utils._python_dispatch.TorchDispatchMode):
@@ -86,9 +86,12 @@ def test_rubiksnet_is_fused_into_fewer_passes():
 
     with torch.no_grad(), Recorder():
         fused(torch.randn(1, 3, 4, 32, 32))
-    assert seen.count("actionlab.rubiks_shift_act.default") == len(blocks)
-    assert seen.count("actionlab.add_affine_relu_.default") == len(blocks)
-    assert not any(s.startswith(("aten.native_batch_norm", "aten.relu", "aten.add.")) for s in seen), seen
+    # Per block: conv2 (+ BN + ReLU), the shift, conv3 (+ residual), BN + ReLU of the sum.
+    assert seen.count("mkldnn._convolution_pointwise.default") >= len(blocks)
+    assert seen.count("mkldnn._convolution_pointwise.binary") == len(blocks)
+    assert seen.count("actionlab.rubiks_shift.default") == len(blocks)
+    assert seen.count("actionlab.affine_relu.default") == len(blocks) + 1
+    assert not any(s.startswith(("aten.native_batch_norm", "aten.relu", "aten.add.", "aten.mul.")) for s in seen), seen
 
 
 def test_fused_model_refuses_to_train():
@@ -124,16 +127,27 @@ def test_fold_bn_into_conv_exact_in_float64():
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_affine_relu_ops_match_composition(fmt, dtype):
+def test_affine_relu_op_matches_composition(fmt, dtype):
     x = torch.randn(3, 11, 5, 7, dtype=dtype).contiguous(memory_format=fmt)
-    r = torch.randn(3, 11, 5, 7, dtype=dtype)  # contiguous even when x is not: converted
     scale, bias = torch.randn(11, dtype=dtype), torch.randn(11, dtype=dtype)
     ref = torch.relu(x * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1))
     got = affine_relu(x, scale, bias)
     assert got.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(got, ref)
-    y = x.clone(memory_format=torch.preserve_format)
-    act = add_affine_relu_(y, r, scale, bias)
-    torch.testing.assert_close(y, x + r)  # the sum, in place
-    torch.testing.assert_close(act, torch.relu((x + r) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)))
-    assert act.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("act", ["relu", "swish", None])
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])
+def test_conv_act_epilogue_matches_composition(act, fmt):
+    conv = nn.Conv2d(6, 10, 3, stride=2, padding=1)
+    x = torch.randn(2, 6, 9, 9)
+    r = torch.randn(2, 10, 5, 5)
+    if fmt == "channels_last":
+        x, r = x.contiguous(memory_format=torch.channels_last), r.contiguous(memory_format=torch.channels_last)
+    fn = {"relu": torch.relu, "swish": torch.nn.functional.silu, None: lambda v: v}[act]
+    fused = ConvAct(conv, act)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), fn(conv(x)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused(x, r), fn(conv(x) + r), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="act must be one of"):
+        ConvAct(conv, "gelu6")

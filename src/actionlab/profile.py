@@ -259,6 +259,10 @@ def measure_latency(
 ) -> dict[str, float]:
     """Median and minimum forward latency (seconds) of ``model(x)`` in eval mode, no grad, over
     ``repeats`` runs after ``warmup``; ``threads`` fixes the intra-op threads meanwhile."""
+    from actionlab.utils.cpu_memory import retain_freed_memory
+
+    if x.device.type == "cpu":
+        retain_freed_memory()  # no page faults on every forward's fresh activations
     times = []
     with _frozen(model), _threads(threads):
         for i in range(warmup + repeats):

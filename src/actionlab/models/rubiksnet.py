@@ -229,28 +229,35 @@ class RubiksShiftBlock(nn.Module):
         return _unfold(h, n)
 
     def fuse_for_inference_(self) -> None:
-        """Fold ``bn2`` into ``conv2`` and freeze ``bn1`` (see ``actionlab.models.fuse``)."""
-        from actionlab.models.fuse import FrozenAffine, fold_bn_into_conv
+        """``conv2`` with ``bn2`` folded and the ReLU in its epilogue, ``conv3`` with the residual
+        add in its epilogue, ``bn1`` frozen (see ``actionlab.models.fuse``)."""
+        from actionlab.models.fuse import ConvAct, FrozenAffine, fold_bn_into_conv
 
         if isinstance(self.bn2, nn.BatchNorm2d):
-            fold_bn_into_conv(self.conv2[1] if self.aq else self.conv2, self.bn2)
+            conv = ConvAct(fold_bn_into_conv(self.conv2[1] if self.aq else self.conv2, self.bn2), "relu")
+            if self.aq:
+                self.conv2[1] = conv
+            else:
+                self.conv2 = conv
             self.bn2 = nn.Identity()
+            self.conv3 = ConvAct(self.conv3)
         if isinstance(self.bn1, nn.BatchNorm2d):
             self.bn1 = FrozenAffine(self.bn1)
 
     def forward_fused(self, flat: Tensor, a: Tensor, n: int, following: nn.Module) -> tuple[Tensor, Tensor]:
         """Fused inference on folded frames: ``flat`` is the block input, ``a`` its activation
         ``relu(bn1(flat))`` (computed by the block before); returns the block output and its
-        activation by ``following`` (the next ``bn1`` or ``bn_last``, a ``FrozenAffine``), the
-        residual sum and that BN + ReLU in one pass."""
-        from actionlab.models.fuse import add_affine_relu_
+        activation by ``following`` (the next ``bn1`` or ``bn_last``, a ``FrozenAffine``).
+        Passes over memory: ``conv2`` (+ BN + ReLU), the shift, ``conv3`` (+ the residual),
+        BN + ReLU of the sum."""
+        from actionlab.models.fuse import affine_relu
 
         shortcut = flat if self.shortcut is None else self.shortcut(a)
-        h = self._act_shift(self._conv2(a, n), n)
+        h = _fold(self.as3(_unfold(self._conv2(a, n), n)))
         if self.se is not None:
             h = self.se(h)
-        h = self.conv3(h)
-        return h, add_affine_relu_(h, shortcut, following.scale, following.bias)
+        h = self.conv3(h, shortcut)
+        return h, affine_relu(h, following.scale, following.bias)
 
 
 class RubiksNetBackbone(nn.Module):

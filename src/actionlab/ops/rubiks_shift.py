@@ -189,13 +189,9 @@ def _register_python_parts() -> None:
         torch._check(x.dim() == 5 and shift.dim() == 2 and shift.shape[1] == x.shape[2])
         return _empty_in_layout(x, _out_shape(x, stride), is_channels_last(x))
 
-    # The fused inference elementwise ops of cuda/fused_inference.cpp (actionlab.models.fuse).
+    # The fused inference elementwise op of cuda/fused_inference.cpp (actionlab.models.fuse).
     @torch.library.register_fake("actionlab::affine_relu")
     def _(x: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-        return torch.empty_like(x)
-
-    @torch.library.register_fake("actionlab::add_affine_relu_")
-    def _(x: Tensor, residual: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
         return torch.empty_like(x)
 
     @torch.library.register_fake("actionlab::rubiks_shift_grad_input")
