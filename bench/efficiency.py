@@ -495,6 +495,9 @@ def ratios(results: dict) -> dict:
         out["train_ratio_tiny_vs_tsm_today"] = tsm_old["median_s"] / tiny_old["median_s"]
         out["tiny_train_speedup_vs_today"] = tiny_old["median_s"] / tiny_new["median_s"]
         out["train_tsm_variant_used"] = fastest_tsm["variant"]
+        # Process CPU time (all threads): less sensitive to other processes than wall clock.
+        out["train_ratio_tiny_vs_tsm_cpu_time"] = fastest_tsm["cpu_median_s"] / tiny_new["cpu_median_s"]
+        out["tiny_train_speedup_vs_today_cpu_time"] = tiny_old["cpu_median_s"] / tiny_new["cpu_median_s"]
     if lat:
         tiny = min((r for r in lat if r["model"] == "rubiks_tiny"), key=lambda r: r["median_s"])
         tsm = min((r for r in lat if r["model"] == "tsm_r50"), key=lambda r: r["median_s"])
@@ -502,6 +505,10 @@ def ratios(results: dict) -> dict:
         out["latency_ratio_tsm_vs_tiny_today"] = _ratio(lat, "tsm_r50 today", "rubiks_tiny today")
         out["latency_tiny_ms"], out["latency_tsm_ms"] = tiny["median_s"] * 1e3, tsm["median_s"] * 1e3
         out["latency_variants_used"] = [tiny["variant"], tsm["variant"]]
+        out["latency_ratio_tsm_vs_tiny_cpu_time"] = tsm["cpu_median_s"] / tiny["cpu_median_s"]
+    comp = results["sections"].get("compile", {}).get("rows", [])
+    if comp and _row(comp, "tsm_r50 compiled fused") and _row(comp, "rubiks_tiny compiled fused"):
+        out["latency_ratio_tsm_vs_tiny_compiled"] = _ratio(comp, "tsm_r50 compiled fused", "rubiks_tiny compiled fused")
     out["targets"] = {k: {"target": t, "measured": out.get(k), "met": (out.get(k) or 0) >= t} for k, t in TARGETS.items()}
     return out
 
@@ -536,10 +543,47 @@ def profile_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_device(device: str, args: argparse.Namespace) -> dict[str, Any]:
+    """All requested sections on one device: machine, sections, changes, ratios."""
+    import torch
+
+    batch = args.batch or (2 if device == "cpu" else 16)
+    results: dict[str, Any] = {
+        "machine": {
+            "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "train_batch": batch,
+            "torch": torch.__version__,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        "sections": {},
+    }
+    for section in args.sections:
+        variants = section_variants(section, device, batch)
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        print(f"== {device} {section}: {len(variants)} variants (load {load_before[0]:.2f})", flush=True)
+        if section == "profile":
+            rows = profiles(variants, device, args.threads)
+        else:
+            reps = max(3, args.reps // 2) if section == "kernels" else args.reps
+            rows = interleaved(variants, device, args.threads, args.warmup, reps)
+        results["sections"][section] = {
+            "rows": rows, "load_before": load_before, "load_after": os.getloadavg(),
+            "seconds": time.perf_counter() - t0,
+        }
+        print(profile_table(rows) if section == "profile" else section_table(section, rows), flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                        help="all (default): the CPU, and the GPU when one is visible")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every worker (CPU)")
     parser.add_argument("--batch", type=int, default=None, help="train batch (CPU 2, CUDA 16)")
     parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS)
@@ -558,66 +602,46 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible")
-    batch = args.batch or (2 if args.device == "cpu" else 16)
-    results: dict[str, Any] = {
-        "machine": {
-            "device": args.device,
-            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or platform.machine()),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "torch": torch.__version__,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    payload: dict[str, Any] = {
         "protocol": f"variants interleaved round-robin in separate worker processes, {args.warmup} warm-up "
-        f"round(s) then {args.reps} timed, medians; train step = forward + CE + backward + SGD(momentum)",
+        f"round(s) then {args.reps} timed, medians; train step = forward + CE + backward + SGD(momentum); "
+        "load = os.getloadavg() before/after each section",
         "predictions": PREDICTIONS,
-        "sections": {},
+        "targets": TARGETS,
+        "devices": dict(previous.get("devices", {})),
     }
     start = time.perf_counter()
-    for section in args.sections:
-        variants = section_variants(section, args.device, batch)
-        load_before = os.getloadavg()
-        t0 = time.perf_counter()
-        print(f"== {section}: {len(variants)} variants (load {load_before[0]:.2f})", flush=True)
-        if section == "profile":
-            rows = profiles(variants, args.device, args.threads)
-        else:
-            reps = max(3, args.reps // 2) if section == "kernels" else args.reps
-            rows = interleaved(variants, args.device, args.threads, args.warmup, reps)
-        results["sections"][section] = {
-            "rows": rows, "load_before": load_before, "load_after": os.getloadavg(),
-            "seconds": time.perf_counter() - t0,
-        }
-        print((profile_table if section == "profile" else lambda r: section_table(section, r))(rows), flush=True)
-    results["changes"] = changes(results)
-    results["ratios"] = ratios(results)
-    results["seconds"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if args.sections != list(SECTIONS) and previous.get("machine", {}).get("device") == args.device:
-        # A partial run keeps the other sections of the previous one (and says so).
-        for name, sec in previous.get("sections", {}).items():
-            results["sections"].setdefault(name, {**sec, "from_previous_run": previous["machine"].get("started")})
+    for device in devices:
+        results = run_device(device, args)
+        old = previous.get("devices", {}).get(device, {})
+        for name, sec in old.get("sections", {}).items():  # a partial run keeps the other sections
+            results["sections"].setdefault(name, {**sec, "from_previous_run": old["machine"].get("started")})
         results["changes"], results["ratios"] = changes(results), ratios(results)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    report(results, tables=False)
-    print(f"\nwrote {args.out} in {results['seconds']:.0f} s")
+        payload["devices"][device] = results
+    payload["seconds"] = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    report(payload, tables=False)
+    print(f"\nwrote {args.out} in {payload['seconds']:.0f} s")
 
 
-def report(results: dict, tables: bool = True) -> None:
-    if tables:
-        for name, sec in results["sections"].items():
-            print(f"\n== {name} (load {sec['load_before'][0]:.2f} -> {sec['load_after'][0]:.2f})")
-            print(profile_table(sec["rows"]) if name == "profile" else section_table(name, sec["rows"]))
-    print("\n== changes: predicted vs measured")
-    for c in results.get("changes", []):
-        print(f"- {c['change']}: predicted {c['predicted']}\n  measured {c['measured']}; kept: {c['kept']}")
-    print("\n== targets")
-    for key, t in results.get("ratios", {}).get("targets", {}).items():
-        value = t["measured"]
-        shown = f"{value:.2f}x" if value is not None else "not measured"
-        print(f"- {key}: {shown} (target >= {t['target']}x) {'MET' if t['met'] else 'NOT MET'}")
+def report(payload: dict, tables: bool = True) -> None:
+    for device, results in payload.get("devices", {}).items():
+        if tables:
+            for name, sec in results["sections"].items():
+                print(f"\n== {device} {name} (load {sec['load_before'][0]:.2f} -> {sec['load_after'][0]:.2f})")
+                print(profile_table(sec["rows"]) if name == "profile" else section_table(name, sec["rows"]))
+        print(f"\n== {device}: changes, predicted vs measured")
+        for c in results.get("changes", []):
+            print(f"- {c['change']}: predicted {c['predicted']}\n  measured {c['measured']}; kept: {c['kept']}")
+        print(f"\n== {device}: targets")
+        for key, t in results.get("ratios", {}).get("targets", {}).items():
+            value = t["measured"]
+            shown = f"{value:.2f}x" if value is not None else "not measured"
+            print(f"- {key}: {shown} (target >= {t['target']}x) {'MET' if t['met'] else 'NOT MET'}")
 
 
 if __name__ == "__main__":

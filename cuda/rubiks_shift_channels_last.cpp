@@ -210,6 +210,26 @@ void combine_rows(acc_t* __restrict__ out, const scalar_t* const* src, const acc
   }
 }
 
+// The rows one task reads, up to K_T * K_H: window offset (i, j) maps to frame t_of(i) and row
+// h_of(j) of the tensor at `base` (frames x rows x `row_len` elements; -1: outside, skipped);
+// each with its combined (T, H) weights. Returns how many.
+template <typename scalar_t, typename acc_t, typename TOf, typename HOf>
+int window_rows(const scalar_t* base, const acc_t* wth, int KT, int KH, int64_t C, int64_t rows,
+                int64_t row_len, TOf t_of, HOf h_of, const scalar_t** src, const acc_t** w) {
+  int nr = 0;
+  for (int i = 0; i < KT; ++i) {
+    const int64_t t = t_of(i);
+    if (t < 0) continue;
+    for (int j = 0; j < KH; ++j) {
+      const int64_t h = h_of(j);
+      if (h < 0) continue;
+      src[nr] = base + (t * rows + h) * row_len;
+      w[nr++] = wth + (i * KH + j) * C;
+    }
+  }
+  return nr;
+}
+
 // Element (n, t, h, w, c) of a channels-last tensor.
 inline int64_t cl_index(const Geometry& g, int64_t n, int64_t t, int64_t h, int64_t w, int64_t c,
                         int64_t T, int64_t H, int64_t W) {
@@ -327,17 +347,11 @@ void forward_impl(const at::Tensor& x, at::Tensor& out, const Stencil<at::opmath
     const acc_t* w[kMaxSlots * kMaxSlots];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t ho = task % g.Ho, nt = task / g.Ho, to = nt % g.To, n = nt / g.To;
-      int nr = 0;
-      for (int i = 0; i < wt.K; ++i) {
-        const int64_t ti = to * g.sT + wt.lo + i;
-        if (ti < 0 || ti >= g.T) continue;
-        for (int j = 0; j < wh.K; ++j) {
-          const int64_t hi = ho * g.sH + wh.lo + j;
-          if (hi < 0 || hi >= g.H) continue;
-          src[nr] = xp + cl_index(g, n, ti, hi, 0, 0, g.T, g.H, g.W);
-          w[nr++] = wth.data() + (i * wh.K + j) * C;
-        }
-      }
+      auto in_range = [](int64_t v, int64_t len) { return v >= 0 && v < len ? v : int64_t(-1); };
+      const int nr = window_rows(
+          xp + n * g.T * g.H * g.W * C, wth.data(), wt.K, wh.K, C, g.H, g.W * C,
+          [&](int i) { return in_range(to * g.sT + wt.lo + i, g.T); },
+          [&](int j) { return in_range(ho * g.sH + wh.lo + j, g.H); }, src, w);
       combine_rows(buf.data() + pad.left * C, src, w, nr, g.W, C, pre);
       scalar_t* dst = op + task * g.Wo * C;
       for (int64_t wo = 0; wo < g.Wo; ++wo) {
@@ -395,17 +409,11 @@ void grad_input_impl(const at::Tensor& grad, at::Tensor& gx,
     const acc_t* w[kMaxSlots * kMaxSlots];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t hi = task % g.H, nt = task / g.H, ti = nt % g.T, n = nt / g.T;
-      int nr = 0;
-      for (int i = 0; i < wt.K; ++i) {
-        const int64_t to = source_of(ti, wt.lo, i, g.sT, g.To);
-        if (to < 0) continue;
-        for (int j = 0; j < wh.K; ++j) {
-          const int64_t ho = source_of(hi, wh.lo, j, g.sH, g.Ho);
-          if (ho < 0) continue;
-          src[nr] = gp + cl_index(g, n, to, ho, 0, 0, g.To, g.Ho, g.Wo);
-          w[nr++] = wth.data() + (i * wh.K + j) * C;
-        }
-      }
+      // The upstream rows that read this input row (the adjoint of the forward's window).
+      const int nr = window_rows(
+          gp + n * g.To * g.Ho * g.Wo * C, wth.data(), wt.K, wh.K, C, g.Ho, g.Wo * C,
+          [&](int i) { return source_of(ti, wt.lo, i, g.sT, g.To); },
+          [&](int j) { return source_of(hi, wh.lo, j, g.sH, g.Ho); }, src, w);
       scalar_t* dst = xp + task * g.W * C;
       if (nr == 0) {
         std::fill(dst, dst + g.W * C, static_cast<scalar_t>(0));
