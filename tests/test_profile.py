@@ -1,8 +1,8 @@
 """Profiler: parameters exact to 0.1% and GMACs to 2% of the papers' / released code's tables.
 
 MACs are counted on the ``meta`` device at the papers' shapes (batch 1), so no real compute runs.
-Figures: X3D/VoV3D from ``shared/design/papers/vov3d_x3d_multigrid.md`` (A.4, B.2), TSM and
-RubiksNet from ``rubiksnet.md`` (sections 0, 5.3).
+Figures: X3D/VoV3D from PySlowFast's and VoV3D's model zoos and an analytic count of their code,
+TSM and RubiksNet from their READMEs and papers (see docs/models/).
 """
 
 from __future__ import annotations
