@@ -184,3 +184,24 @@ def test_readme_table_between_markers(tmp_path):
     bare.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
         update_readme(bare, "table")
+
+
+def test_aq_spatial_shift_counted_on_the_reference_path():
+    """RubiksNet-AQ's spatial RubiksShift2d costs the op's 7 MACs per output element whichever
+    implementation runs (the docs count on the meta device, where the reference runs)."""
+    with torch.device("meta"):
+        model = RubiksNet("tiny", num_classes=174, variant="rubiks3d-aq", shift_impl="reference")
+    reference = mac_breakdown(model, torch.empty(1, 3, 8, 64, 64, device="meta"))
+    layers = [m for m in model.modules() if type(m).__name__ == "RubiksShift2d"]
+    expected = [0]
+
+    def count(mod, args, out):
+        expected[0] += 7 * out.numel()
+
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    model.requires_grad_(False)
+    with torch.no_grad():
+        model(torch.empty(1, 3, 8, 64, 64, device="meta"))
+    for h in hooks:
+        h.remove()
+    assert expected[0] > 0 and reference["actionlab::rubiks_shift"] == expected[0]

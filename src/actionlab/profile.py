@@ -98,10 +98,12 @@ def _register_defaults() -> None:
     register_op_macs("actionlab::rubiks_shift", _rubiks_op_formula)
     register_op_macs("actionlab::temporal_shift", _zero_formula)
     try:
-        from actionlab.ops.rubiks_shift import RubiksShift3d
+        from actionlab.ops.rubiks_shift import RubiksShift2d, RubiksShift3d
     except ImportError:  # pragma: no cover - the op module is part of the package
         return
-    register_module_macs(RubiksShift3d, _rubiks_module_formula, "actionlab::rubiks_shift")
+    # RubiksShift2d (RubiksNet-AQ) runs the same op on time-folded frames: same formula.
+    for layer in (RubiksShift3d, RubiksShift2d):
+        register_module_macs(layer, _rubiks_module_formula, "actionlab::rubiks_shift")
 
 
 _register_defaults()
