@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 
-.PHONY: install install-dev train test test-fast bench lint zoo clean
+.PHONY: install install-dev train test test-fast bench lint zoo docs docs-serve notebooks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,18 @@ lint: install-dev
 zoo: install
 	$(PY) -m actionlab.profile --zoo --readme README.md $(ARGS)
 
+# The documentation site (docs/, mkdocs.yml): a strict build into site/; any warning fails.
+# It also refreshes docs/model_profiles.json (the model tables' counts; commit it).
+docs: install-dev
+	ACTIONLAB_DOCS_WRITE_PROFILES=1 $(PY) -m mkdocs build --strict
+
+docs-serve: install-dev
+	$(PY) -m mkdocs serve
+
+# Executes notebooks/*.ipynb and stores the executed copies in docs/notebooks/ (what the site
+# renders; the sources stay without outputs). Trains small models: minutes on a CPU.
+notebooks: install-dev
+	$(PY) docs/execute_notebooks.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) logs .pytest_cache
+	rm -rf $(VENV) logs .pytest_cache site .cache

@@ -28,7 +28,7 @@ from training_helpers import read_rows
 
 SMALL = ["data.num_frames=8", "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=[36,44]"]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-# recipe values from the paper notes: (lr, global batch, epochs, frames, crop)
+# recipe values from the papers and their released configs: (lr, global batch, epochs, frames, crop)
 RECIPES = {
     "tsm_r50_ssv2": (0.01, 64, 50, 8, 224),
     "rubiks_large_ssv2": (0.01, 64, 50, 8, 224),

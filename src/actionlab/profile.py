@@ -1,6 +1,6 @@
 """Model profiler: parameters, multiply-accumulates (MACs) and CPU latency.
 
-Convention (ARCHITECTURE.md "Decisions"): one multiply-add = one MAC, forward pass only, per
+Convention (docs/models/index.md): one multiply-add = one MAC, forward pass only, per
 view (one clip), with the input ``T x H x W`` stated - the unit TSM, X3D/VoV3D (fvcore),
 RubiksNet and TokShift call "FLOPs". Counting runs ``torch.utils.flop_counter.FlopCounterMode``
 (which reports FLOPs = 2 x MACs for convolutions and matrix products and 0 for elementwise ops,
@@ -98,10 +98,12 @@ def _register_defaults() -> None:
     register_op_macs("actionlab::rubiks_shift", _rubiks_op_formula)
     register_op_macs("actionlab::temporal_shift", _zero_formula)
     try:
-        from actionlab.ops.rubiks_shift import RubiksShift3d
+        from actionlab.ops.rubiks_shift import RubiksShift2d, RubiksShift3d
     except ImportError:  # pragma: no cover - the op module is part of the package
         return
-    register_module_macs(RubiksShift3d, _rubiks_module_formula, "actionlab::rubiks_shift")
+    # RubiksShift2d (RubiksNet-AQ) runs the same op on time-folded frames: same formula.
+    for layer in (RubiksShift3d, RubiksShift2d):
+        register_module_macs(layer, _rubiks_module_formula, "actionlab::rubiks_shift")
 
 
 _register_defaults()
@@ -326,8 +328,8 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("r3d_34", 400, 16, 224, "63.7M / 42.65G (release)"),
     ZooEntry("srtg_r3d_34", 400, 16, 224, "83.9M / 42.7G (release)"),
     ZooEntry("srtg_r2plus1d_50", 400, 16, 224, "-"),
-    ZooEntry("mtnet_xs", 400, 16, 224, "21.8M / 15.9G (note, analytic)"),
-    ZooEntry("mtnet_m", 400, 16, 224, "44.0M / 25.3G (note, analytic)"),
+    ZooEntry("mtnet_xs", 400, 16, 224, "21.8M / 15.9G (analytic, release)"),
+    ZooEntry("mtnet_m", 400, 16, 224, "44.0M / 25.3G (analytic, release)"),
     ZooEntry("vit_base", 400, 8, 224, "86.1M"),
     ZooEntry("tokshift_base", 400, 8, 224, "134.8G (Linear + patch embed only)"),
 )

@@ -10,7 +10,7 @@ Three backends behind one interface (``data.backend``):
 
 A reader is opened per sample inside ``__getitem__`` (never shared with DataLoader workers) and
 released right after, which avoids decord's worker deadlocks and background-decoding memory
-growth (practices.md section 2.4). For the frame backends the record path may be the video file
+growth (decord issues #294, #157/#208). For the frame backends the record path may be the video file
 the annotations name (``.../abc.mp4``): the reader looks in the folder of the same name
 (``.../abc/``), which is what ``python -m actionlab.data.prepare`` writes.
 """

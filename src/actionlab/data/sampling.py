@@ -2,11 +2,11 @@
 
 Two families, both returning sorted indices that never point past the last frame:
 
-- TSN/TSM **segments** (``shared/design/papers/rubiksnet.md`` section 4.2): the whole video is
+- TSN/TSM **segments** (TSM's ``_sample_indices`` / ``_get_test_indices``): the whole video is
   cut into ``num_segments`` equal segments; training takes a random frame in each, evaluation the
   segment centres ``int(tick / 2 + tick * k)``, and the TSM "twice sample" 2-clip protocol adds
   the segment starts ``int(tick * k)``.
-- **Dense** clips (I3D/SlowFast/X3D, ``vov3d_x3d_multigrid.md`` section D.1): ``clip_len``
+- **Dense** clips (I3D/SlowFast/X3D, PySlowFast's Kinetics loader): ``clip_len``
   frames ``sampling_rate`` apart; training draws the start uniformly, evaluation takes
   ``num_clips`` evenly spaced starts. With ``target_fps`` the rate is in frames of a
   ``target_fps`` video (PySlowFast ``TARGET_FPS``), so a 60 fps video steps twice as far.

@@ -17,7 +17,7 @@ Training crops (``train_crop``):
 - ``resized``: Inception random-resized crop (area ``rrc_scale``, aspect ``rrc_ratio``).
 
 Photometric augmentation (kornia ``VideoSequential(same_on_frame=True)``): colour jitter and
-the SRTG set (``srtg_mtnet_tokshift.md`` A.6: Gaussian blur, per-channel add, hue/saturation,
+the SRTG set (the SRTG repository's imgaug pipeline: Gaussian blur, per-channel add, hue/saturation,
 linear contrast, one of perspective/rotation), behind flags.
 """
 
@@ -64,11 +64,11 @@ def crop_boxes(height: int, width: int, crop_size: int, mode: str) -> list[tuple
     """Top-left corners ``(y0, x0)`` of the test crops of a ``height x width`` frame.
 
     ``center``: one box, offsets ``ceil((size - crop) / 2)`` (PySlowFast ``uniform_crop``).
-    ``three``: the 3-crop protocol of PySlowFast (``vov3d_x3d_multigrid.md`` D.1): along the
+    ``three``: the 3-crop protocol of PySlowFast (``uniform_crop`` over 3 spatial indices): along the
     long side of the (short-side-resized) frame the crops start at ``0``, ``ceil((L - c) / 2)``
     and ``L - c`` (left/centre/right, or top/centre/bottom for portrait frames), centred on the
     short side; together they cover the whole frame. ``three_tsm``: TSM ``GroupFullResSample``
-    (``rubiksnet.md`` section 3.2), whose offsets are quantised to quarter steps
+    (the RubiksNet/TSM ``test_models.py`` 3-crop test), whose offsets are quantised to quarter steps
     ``step = (L - c) // 4``: ``0, 2 * step, 4 * step`` along the long side and
     ``2 * ((S - c) // 4)`` on the short side; returned in the same left/centre/right order.
     """

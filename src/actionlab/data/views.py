@@ -2,7 +2,7 @@
 
 A protocol is ``clips`` temporal views x ``crops`` spatial views per video, scored one view at a
 time and aggregated over views (``actionlab.lit.module.aggregate_views``). The named protocols
-reproduce the papers' evaluation (``shared/design/papers/``):
+reproduce the papers' evaluation (``docs/evaluation.md``):
 
 ========================  ======  =====  ===================================================
 ``eval.protocol``         clips   crops  frames / crops

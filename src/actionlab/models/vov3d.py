@@ -2,7 +2,7 @@
 
 Lee, Kim, Hwang, Park. "Diverse Temporal Aggregation and Depthwise Spatiotemporal
 Factorization for Efficient Video Classification" (arXiv 2012.00317). Layout as in the released
-code ``youngwanLEE/VoV3D`` (``shared/design/papers/vov3d_x3d_multigrid.md`` part A):
+code ``youngwanLEE/VoV3D`` (``docs/models/vov3d.md``):
 
 * D(2+1)D unit: 1x1x1 conv-BN-ReLU, depthwise 1x3x3 (spatial stride), depthwise 3x1x1, one BN,
   SE on units 0/2/4, Swish, 1x1x1 conv-BN to ``dim_inner / 2``, identity residual when shapes

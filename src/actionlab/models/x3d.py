@@ -1,7 +1,7 @@
 """X3D: progressively expanded 3D networks (XS, S, M, L).
 
 Feichtenhofer. "X3D: Expanding Architectures for Efficient Video Recognition", CVPR 2020.
-Layout as in PySlowFast's ``X3D`` class (``shared/design/papers/vov3d_x3d_multigrid.md`` part B):
+Layout as in PySlowFast's ``X3D`` class (``docs/models/x3d.md``):
 stem (1x3x3 conv, stride 2, then depthwise 5x1x1 conv, BN, ReLU), four stages of bottleneck
 blocks (1x1x1 -> depthwise 3x3x3 -> SE on even blocks -> Swish -> 1x1x1 with zero-init BN)
 inside residual blocks, and the X3D head (conv5 -> pool -> 2048 -> FC, dropout 0.5).

@@ -3,7 +3,7 @@
 A released file (``ssv2_{tiny,small,medium,large}.pth.tar``, ``ssv2_large_aq_budget0.125.pth.tar``,
 ``kinetics_*.pth.tar``) is a dict with ``tier``, ``num_classes``, ``num_frames``, ``variant``
 (``rubiks3d`` or ``rubiks3d-aq``; old logs call AQ ``attention``) and ``model``, the state dict
-of ``RubiksNet``, whose key names ours reproduce one to one (paper note section 3.1).
+of ``RubiksNet``, whose key names ours reproduce one to one (``docs/models/rubiksnet.md``).
 
 Command line::
 

@@ -1,7 +1,7 @@
 """Importer of Google's ImageNet-21k ViT ``.npz`` files into ViT / TokShift video models.
 
 Files: ``vit_models/imagenet21k/ViT-{B,L}_16.npz`` (the TokShift README's ``ViT-{B,L}_16_Img21.npz``
-are copies). Key table (``shared/design/papers/srtg_mtnet_tokshift.md`` B.6; ``D`` hidden,
+are copies). Key table (the release's ``load_from``; ``D`` hidden,
 ``h`` heads, ``d = D/h``, block ``i``):
 
 ==================================================================  ==================================
