@@ -109,7 +109,8 @@ def crop_boxes(
     - ``tokshift``: TokShift ``Test_ClipAug`` (``data/augmentation.py``): centre, left, right,
       across the width, ``int(d / 2.0)`` centred (``y`` on every crop); 1 crop: the centre.
     - ``srtg``: SRTG's validation (``data/iterator_factory.py``: imgaug ``CropToFixedSize``
-      centre, twice): one box at ``int(d / 2)`` on both axes.
+      centre, twice): the short-side square at ``int((L - S) / 2)``, then the crop at
+      ``int((S - c) / 2)`` inside it.
     """
     if crop_size > min(height, width):
         raise ValueError(
@@ -127,9 +128,13 @@ def crop_boxes(
             return [(_centre(dy, "half_even"), _centre(dx, "half_even"))]
         ws, hs = dx // 4, dy // 4
         return [(2 * hs, 0), (2 * hs, 4 * ws), (2 * hs, 2 * ws)]
-    if mode in ("tokshift", "srtg"):
+    if mode == "tokshift":
         y, x = _centre(dy, "floor"), _centre(dx, "floor")
         return [(y, x)] if crops == 1 else [(y, x), (y, 0), (y, dx)]
+    if mode == "srtg":  # a centred short-side square first, then the crop centred in it
+        short = min(height, width)
+        inner = _centre(short - crop_size, "floor")
+        return [(_centre(height - short, "floor") + inner, _centre(width - short, "floor") + inner)]
     centre = (_centre(dy, "ceil"), _centre(dx, "ceil"))
     portrait = height > width
     along = (0, centre[0] if portrait else centre[1], dy if portrait else dx)
@@ -284,7 +289,10 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], c
     std_t = torch.tensor(std, dtype=torch.float32, device=clip.device)
     scale = (1.0 / (std_t * 255.0) if clip.dtype == torch.uint8 else 1.0 / std_t).view(shape)
     shift = (torch.tensor(mean, dtype=torch.float32, device=clip.device) / std_t).view(shape)
-    return clip.float().mul_(scale).sub_(shift)
+    # A float32 input is copied too: the in-place ops must never reach the caller's tensor
+    # (PySlowFast's float frames are shared by the crops of several views).
+    out = clip.clone() if clip.dtype == torch.float32 else clip.float()
+    return out.mul_(scale).sub_(shift)
 
 
 class _RandomChannelAdd(nn.Module):
