@@ -9,7 +9,7 @@ from actionlab.data.datamodule import VideoDataset
 from actionlab.data.datasets.base import VideoRecord
 from actionlab.data.datasets.synthetic import render_clip, write_mp4
 from actionlab.data.readers import DecordReader
-from actionlab.data.sampling import SegmentSampler
+from actionlab.data.sampling import DenseSampler, SegmentSampler
 from actionlab.data.transforms import ClipTransform, resize_short_side
 from actionlab.data.views import (
     PROTOCOLS,
@@ -161,3 +161,26 @@ def test_1clip_view_equals_the_validation_clip(video):
     clip, _, _ = val[0]
     assert views.shape == (1, *clip.shape)
     assert torch.equal(views[0], clip)
+    # Dense data (X3D-style recipes): 1clip follows data.sampling, the centred dense clip.
+    dense = OmegaConf.create({**small, "sampling": "dense", "sampling_rate": 3, "pad": "loop"})
+    views, _, _ = MultiViewDataset([record], DecordReader(), protocol("1clip", dense))[0]
+    val = VideoDataset(
+        [record], DecordReader(), DenseSampler(4, 3, pad="loop"), ClipTransform(32, 40, train=False),
+        train=False,
+    )
+    assert torch.equal(views[0], val[0][0])
+
+
+def test_readme_protocol_table_lists_every_protocol():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("<!-- protocols:start -->")[1].split("<!-- protocols:end -->")[0]
+    rows = [r.split("|")[1:-1] for r in table.strip().splitlines()[2:]]
+    scores = {"logits mean": "logits_mean", "logits": "logits_mean",
+              "softmax summed": "sum", "softmax mean": "softmax_mean"}
+    listed = {}
+    for name, views, *_, score in rows:
+        clips, crops = (int(v) for v in views.split("x"))
+        listed[name.strip().strip("`")] = (clips, crops, scores[score.strip()])
+    assert listed == {n: (p.clips, p.crops, p.aggregate) for n, p in PROTOCOLS.items()}
