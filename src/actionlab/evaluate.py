@@ -128,12 +128,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         records = datamodule.annotations.records(cfg.split)
         dataset = MultiViewDataset(
             records,
-            make_reader(datamodule.backend, datamodule.frame_template),
+            make_reader(datamodule.backend, datamodule.frame_template, datamodule.channel_order),
             protocol,
             mean=datamodule.mean,
             std=datamodule.std,
             bad_video_policy=datamodule.bad_video_policy,
             max_retries=datamodule.max_retries,
+            min_video_frames=datamodule.min_video_frames,
         )
         params = macs = None
         if cfg.eval.get("profile", True):

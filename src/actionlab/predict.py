@@ -77,13 +77,21 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
         "crop_size": _data_value(cfg, data, "crop_size", 224),
         "scale_size": _data_value(cfg, data, "scale_size", 256),
         "sampling_rate": _data_value(cfg, data, "sampling_rate", None),
+        "sampling": data.get("sampling") or "segment",
+        "target_fps": data.get("target_fps"),
+        "pad": data.get("pad") or "repeat",
     }
-    eval_cfg = {"protocol": cfg.protocol, "aggregate": cfg.get("aggregate")}
+    # An explicit scale_size wins over the protocol's short-side rule too (as eval.scale_size).
+    eval_cfg = {
+        "protocol": cfg.protocol,
+        "aggregate": cfg.get("aggregate"),
+        "scale_size": cfg.get("scale_size"),
+    }
     protocol = resolve_protocol(OmegaConf.create(eval_cfg), OmegaConf.create(data_cfg))
     module.aggregate = protocol.aggregate
     dataset = MultiViewDataset(
         [VideoRecord(str(cfg.video), -1, Path(cfg.video).stem)],
-        DecordReader(),
+        DecordReader(channel_order=data.get("channel_order") or "rgb"),
         protocol,
         mean=data.get("mean") or IMAGENET_MEAN,
         std=data.get("std") or IMAGENET_STD,

@@ -30,7 +30,14 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from actionlab.data.cache import VideoInfoCache, default_cache_path
 from actionlab.data.datasets.base import Annotations, VideoRecord
-from actionlab.data.readers import BACKENDS, VideoInfo, VideoReader, VideoReadError, make_reader
+from actionlab.data.readers import (
+    BACKENDS,
+    VideoInfo,
+    VideoReader,
+    VideoReadError,
+    check_channel_order,
+    make_reader,
+)
 from actionlab.data.sampling import PAD_MODES, DenseSampler, SegmentSampler
 from actionlab.data.transforms import (
     IMAGENET_MEAN,
@@ -46,6 +53,7 @@ __all__ = [
     "VideoDataModule",
     "VideoDataset",
     "read_bad_video_reports",
+    "record_window",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,29 @@ def read_bad_video_reports(report_dir: str | None) -> dict[str, str]:
         if path:
             found[path] = reason.strip()
     return found
+
+
+def record_window(
+    record: VideoRecord, num_frames: int, fps: float | None, min_frames: int = 1
+) -> tuple[int, int]:
+    """``(first frame, length)`` of the part of a video a record stands for.
+
+    The whole video, or the ``[start, end]`` seconds window of a clip inside a longer video
+    (HACS), in frames at the video's fps (``DEFAULT_FPS`` when unknown). Shorter than
+    ``min_frames`` (``data.min_video_frames``) is bad data.
+    """
+    first, length = 0, num_frames
+    if record.start is not None or record.end is not None:
+        rate = fps or DEFAULT_FPS
+        first = min(num_frames - 1, max(0, int(round((record.start or 0.0) * rate))))
+        last = num_frames if record.end is None else min(num_frames, math.ceil(record.end * rate))
+        length = max(1, last - first)
+    if length < min_frames:
+        raise VideoReadError(
+            f"video has {length} frames, fewer than data.min_video_frames={min_frames}: "
+            f"{record.path}"
+        )
+    return first, length
 
 
 class VideoDataset(Dataset):
@@ -133,20 +164,8 @@ class VideoDataset(Dataset):
         return np.random.default_rng([base, index, attempt])
 
     def _choose(self, record: VideoRecord, rng: np.random.Generator) -> Callable[[int, float | None], np.ndarray]:
-        windowed = record.start is not None or record.end is not None
-
         def choose(num_frames: int, fps: float | None) -> np.ndarray:
-            first, length = 0, num_frames
-            if windowed:  # a clip inside a longer video (HACS): seconds -> frames
-                rate = fps or DEFAULT_FPS
-                first = min(num_frames - 1, max(0, int(round((record.start or 0.0) * rate))))
-                last = num_frames if record.end is None else min(num_frames, math.ceil(record.end * rate))
-                length = max(1, last - first)
-            if length < self.min_video_frames:
-                raise VideoReadError(
-                    f"video has {length} frames, fewer than data.min_video_frames="
-                    f"{self.min_video_frames}: {record.path}"
-                )
+            first, length = record_window(record, num_frames, fps, self.min_video_frames)
             if getattr(self.sampler, "needs_fps", False):
                 indices = self.sampler(length, self.train, rng, fps=fps)
             else:
@@ -254,6 +273,9 @@ class VideoDataModule(L.LightningDataModule):
         pad: ``repeat`` (last frame) or ``loop`` for videos shorter than a dense clip.
         min_video_frames: shorter videos are bad data (policy applies).
         frame_template: frame file name for ``backend=frames`` (None: detect).
+        channel_order: ``rgb`` or ``bgr``: the channel order the model was trained on (BGR:
+            SRTG/MTNet releases, trained on OpenCV-decoded frames); ``mean``/``std`` are given
+            in that same order. Every backend honours it.
         cache_video_info: cache probed frame counts/fps under ``<root>/.actionlab``.
         augment: training augmentation (``ClipTransform`` keywords): ``train_crop``
             (random|multiscale|resized), ``scales``, ``max_distort``, ``rrc_scale``,
@@ -295,6 +317,7 @@ class VideoDataModule(L.LightningDataModule):
         pad: str = "repeat",
         min_video_frames: int = 1,
         frame_template: str | None = None,
+        channel_order: str = "rgb",
         cache_video_info: bool = True,
         augment: Mapping[str, Any] | None = None,
         gpu_augment: bool | str = "auto",
@@ -343,6 +366,7 @@ class VideoDataModule(L.LightningDataModule):
         self.pad = pad
         self.min_video_frames = min_video_frames
         self.frame_template = frame_template
+        self.channel_order = check_channel_order(channel_order)
         self.cache_video_info = cache_video_info
         self.augment = dict(augment or {})
         self.gpu_augment = gpu_augment
@@ -427,7 +451,7 @@ class VideoDataModule(L.LightningDataModule):
         self._built_shape[split] = self._shape(split)
         return VideoDataset(
             self.annotations.records(split),
-            make_reader(self.backend, self.frame_template),
+            make_reader(self.backend, self.frame_template, self.channel_order),
             self._sampler(),
             transform,
             train=train,
