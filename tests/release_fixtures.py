@@ -47,15 +47,17 @@ def encode(path: Path, frames: np.ndarray, fps: int = 30) -> Path:
 
 
 def ssv2_layout(root: Path, frames: int = 24) -> Path:
-    """20BN's SSv2 files: labels.json (174 templates), validation.json, <id>.webm."""
+    """20BN's SSv2 release: labels/something-something-v2-{labels,train,validation}.json (174
+    templates) and 20bn-something-something-v2/<id>.webm."""
     templates = [f"Doing thing {i:03d} with [something]" for i in range(174)]
-    (root / "20bn-something-something-v2").mkdir(parents=True, exist_ok=True)
-    (root / "labels.json").write_text(
+    labels = root / "labels"
+    labels.mkdir(parents=True)
+    (labels / "something-something-v2-labels.json").write_text(
         json.dumps({t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(templates)})
     )
     item = {"id": "1001", "label": "doing thing 005 with a cup", "template": templates[5], "placeholders": ["a cup"]}
-    (root / "validation.json").write_text(json.dumps([item]))
-    (root / "train.json").write_text(json.dumps([item]))
+    for split in ("train", "validation"):
+        (labels / f"something-something-v2-{split}.json").write_text(json.dumps([item]))
     encode(root / "20bn-something-something-v2" / "1001.webm", flat_frames(frames), fps=12)
     return root
 
