@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 
-.PHONY: install install-dev train test test-fast bench lint zoo clean
+.PHONY: install install-dev train test test-fast bench lint zoo registry clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ lint: install-dev
 # the zoo markers; ARGS=--no-latency skips the timing.
 zoo: install
 	$(PY) -m actionlab.profile --zoo --readme README.md $(ARGS)
+
+# Regenerates the README table of released weights (actionlab/pretrained/registry.py) between
+# the weights markers.
+registry: install
+	$(PY) -m actionlab.pretrained readme README.md
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache

@@ -10,13 +10,17 @@ order, so the probe's per-channel means show the colour order, mean and std that
 from __future__ import annotations
 
 import csv
+import http.server
 import json
 import os
+import re
 import runpy
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import REPO
 
@@ -152,21 +156,75 @@ class ViewProbe:
         return torch.stack(self.channel_means).mean(0).tolist()
 
 
-def run_eval_py(monkeypatch, args: list[str], run_dir: Path) -> dict:
+def run_eval_py(monkeypatch, args: list[str], run_dir: Path | None = None) -> dict:
     """``python eval.py ARGS`` in this process (its Hydra app, its command line), the run
-    directory pinned to ``run_dir``; returns ``metrics.json`` with the log under ``"log"``."""
+    directory pinned to ``run_dir`` (None: where eval.py puts it, under ``$ACTIONLAB_ROOT/logs``);
+    returns ``metrics.json`` with the log and the report under ``"log"`` and ``"report"``."""
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    monkeypatch.setattr(sys, "argv", [str(REPO / "eval.py"), *args, f"hydra.run.dir={run_dir}"])
+    pinned = [f"hydra.run.dir={run_dir}"] if run_dir is not None else []
+    monkeypatch.setattr(sys, "argv", [str(REPO / "eval.py"), *args, *pinned])
     cwd = os.getcwd()
     try:
         runpy.run_path(str(REPO / "eval.py"), run_name="__main__")
     finally:
         os.chdir(cwd)
         GlobalHydra.instance().clear()
+    if run_dir is None:
+        runs = Path(os.environ["ACTIONLAB_ROOT"]) / "logs" / "eval" / "runs"
+        run_dir = max(runs.iterdir(), key=lambda p: p.stat().st_mtime_ns)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["log"] = (run_dir / "eval.log").read_text()
     metrics["report"] = (run_dir / "report.md").read_text()
     return metrics
+
+
+# A release server on 127.0.0.1
+
+
+class ReleaseServer(http.server.BaseHTTPRequestHandler):
+    """Serves ``payload`` with Range support; ``drop_after`` cuts the first response short."""
+
+    payload = b""
+    drop_after: int | None = None
+    ranges: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        cls = type(self)
+        cls.ranges.append(self.headers.get("Range"))
+        data, start = cls.payload, 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if match:
+            start = int(match.group(1))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if cls.drop_after is not None:
+            body, cls.drop_after = body[: cls.drop_after], None
+            self.close_connection = True
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def release_server(tmp_path):
+    """A loopback server holding a RubiksNet-Tiny release file in the released dict layout."""
+    from test_rubiksnet_convert import write_official
+
+    src = tmp_path / "served.pth.tar"
+    write_official(src, "tiny", "rubiks3d", num_classes=174)
+    ReleaseServer.payload, ReleaseServer.drop_after, ReleaseServer.ranges = src.read_bytes(), None, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ReleaseServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/ssv2_tiny.pth.tar"
+    httpd.shutdown()
+    httpd.server_close()

@@ -102,6 +102,15 @@ def _check_existing(dest: Path, expected_size: int | None, expected_sha256: str 
     return record
 
 
+def _interrupted(dest: Path, part: Path, total: int | None) -> DownloadError:
+    size = part.stat().st_size if part.is_file() else 0
+    return DownloadError(
+        f"download of {dest.name} interrupted after {size} of "
+        f"{total if total is not None else '?'} bytes; run the same command again to resume "
+        f"from {part}"
+    )
+
+
 def download(
     url: str,
     dest: str | os.PathLike,
@@ -172,19 +181,12 @@ def download(
                     f.flush()
                     os.fsync(f.fileno())
             except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError, OSError) as err:
-                raise DownloadError(
-                    f"download of {dest.name} interrupted after {part.stat().st_size} of "
-                    f"{total if total is not None else '?'} bytes ({type(err).__name__}); run the "
-                    f"same command again to resume from {part}"
-                ) from err
+                raise _interrupted(dest, part, total) from err
             finally:
                 if bar is not None:
                     bar.close()
-        if total is not None and have < total:
-            raise DownloadError(
-                f"download of {dest.name} stopped after {have} of {total} bytes; run the same "
-                f"command again to resume from {part}"
-            )
+        if total is not None and have < total:  # the server closed before the announced end
+            raise _interrupted(dest, part, total)
     size = part.stat().st_size
     if (expected_size is not None and size != expected_size) or (total is not None and size != total):
         part.unlink()

@@ -143,7 +143,7 @@ def _rubiksnet() -> list[Release]:
             paper=PaperResult(*two, "2 clips x 3 crops", "RubiksNet README table"),
             results=(PaperResult(*one, "1 clip, centre crop", "RubiksNet scripts/eval_logs"),),
             protocol=tsn_segments(8, "2clip", RUBIKSNET_REFERENCE),
-            pretrain="ImageNet (2D RubiksNet, not released)",
+            pretrain="ImageNet (2D)",
             notes="Git LFS file of the repository"
             + ("; AQ budget 0.125 (rubiks3d-aq)" if tier == "large_aq" else ""),
         )
@@ -161,7 +161,7 @@ def _rubiksnet() -> list[Release]:
             page=RUBIKSNET_PAGE,
             paper=None,
             protocol=tsn_segments(8, "1clip", RUBIKSNET_REFERENCE),
-            pretrain="ImageNet (2D RubiksNet, not released)",
+            pretrain="ImageNet (2D)",
             notes="Kinetics pre-training checkpoint for fine-tuning; the README reports no "
             "Kinetics accuracy. Protocol: TSM's Kinetics test (8 segments, 1 centre crop)",
         )
