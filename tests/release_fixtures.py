@@ -18,6 +18,7 @@ import runpy
 import sys
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -187,11 +188,11 @@ def run_eval_py(monkeypatch, args: list[str], run_dir: Path | None = None) -> di
 class ReleaseServer(http.server.BaseHTTPRequestHandler):
     """Serves ``payload`` with Range support; ``drop_after`` cuts the first response short."""
 
-    payload = b""
-    drop_after: int | None = None
-    ranges: list[str | None] = []
+    payload: ClassVar[bytes] = b""
+    drop_after: ClassVar[int | None] = None
+    ranges: ClassVar[list[str | None]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         cls = type(self)
         cls.ranges.append(self.headers.get("Range"))
         data, start = cls.payload, 0

@@ -33,6 +33,7 @@ from test_convert_zoo1 import pyslowfast_key, randomise, tsm_key
 from test_convert_zoo2 import TINY, _save_released
 from test_rubiksnet_convert import write_official
 
+from actionlab import predict
 from actionlab.models import mtnet, srtg, vit
 from actionlab.models.convert.__main__ import main as convert_main
 from actionlab.models.convert.common import read_lab_checkpoint
@@ -70,6 +71,14 @@ class Datasets(dict):
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     return Datasets(tmp_path_factory.mktemp("release_data"))
+
+
+def evaluate(monkeypatch, tmp_path, ckpt, data: str, root) -> tuple[dict, ViewProbe]:
+    """``python eval.py ckpt_path=CKPT data=DATA data.root=ROOT``, watched by a probe."""
+    probe = ViewProbe()
+    probe.install(monkeypatch)
+    result = run_eval_py(monkeypatch, [f"ckpt_path={ckpt}", f"data={data}", f"data.root={root}"], tmp_path / "run")
+    return result, probe
 
 
 def assert_protocol(result: dict, probe: ViewProbe, name: str, **expected) -> None:
@@ -119,12 +128,7 @@ def test_x3d_pyslowfast_release(datasets, tmp_path, monkeypatch):
     pyslowfast_checkpoint(src, randomise(X3D("xs", num_classes=400)), cfg)
     ckpt = tmp_path / "x3d_xs.ckpt"
     convert_main(["x3d", str(src), str(ckpt)])
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=kinetics400", f"data.root={datasets['kinetics400']}"],
-        tmp_path / "run",
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "kinetics400", datasets["kinetics400"])
     assert_protocol(result, probe, "x3d_xs_k400")
     assert result["inputs"]["sampling_rate"] == 12 and result["inputs"]["target_fps"] == 30
     assert result["protocol"]["sampling"] == "pyslowfast" and result["protocol"]["crop_mode"] == "three"
@@ -133,7 +137,7 @@ def test_x3d_pyslowfast_release(datasets, tmp_path, monkeypatch):
     assert_paper(result, "x3d_xs_k400")
 
 
-def test_command_line_wins_over_the_checkpoint_protocol(datasets, tmp_path, monkeypatch):
+def test_command_line_wins_over_the_checkpoint_protocol(datasets, tmp_path, monkeypatch, capsys):
     """Typed values replace the checkpoint's, each change is logged once, the rest stays."""
     src = tmp_path / "x3d_xs.pyth"
     pyslowfast_checkpoint(src, X3D("xs", num_classes=400), {"DATA": {"NUM_FRAMES": 4, "TRAIN_CROP_SIZE": 160}})
@@ -159,6 +163,16 @@ def test_command_line_wins_over_the_checkpoint_protocol(datasets, tmp_path, monk
     )
     assert probe.model.head.pool_size is None and result["paper"]["same_protocol"] is False
     assert "This run's views differ from the paper's." in result["report"]
+    # predict: the same protocol, its own options winning, the change printed once.
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"action {i:03d}" for i in range(400)))
+    video = next((datasets["kinetics400"] / "val").glob("*.mp4"))
+    probe.shapes.clear()
+    top = predict.main([f"ckpt_path={ckpt}", f"video={video}", f"labels={labels}", "protocol=1clip"])
+    err = capsys.readouterr().err
+    assert err.count("the command line overrides the checkpoint's input protocol (registry "
+                     "x3d_xs_k400): eval.protocol 'pyslowfast_10x3' -> '1clip'") == 1
+    assert probe.shapes == [(1, 3, 4, 182, 182)] and len(top) == 5
 
 
 def test_vov3d_f32_ssv1_release(datasets, tmp_path, monkeypatch):
@@ -176,11 +190,7 @@ def test_vov3d_f32_ssv1_release(datasets, tmp_path, monkeypatch):
     pyslowfast_checkpoint(src, VoV3D("m", num_classes=174), cfg)
     ckpt = tmp_path / "vov3d.ckpt"
     convert_main(["vov3d", str(src), str(ckpt)])
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=ssv1", f"data.root={datasets['ssv1']}"], tmp_path / "run"
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "ssv1", datasets["ssv1"])
     assert_protocol(result, probe, "vov3d_m_f32_ssv1")
     assert result["protocol"]["sampling"] == "vov3d_segment"
     assert probe.model.head.pool_size == (32, 7, 7)
@@ -199,11 +209,7 @@ def test_tsm_segment16_release(datasets, tmp_path, monkeypatch):
     )
     ckpt = tmp_path / "tsm.ckpt"
     convert_main(["tsm", str(src), str(ckpt)])
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=ssv2", f"data.root={datasets['ssv2']}"], tmp_path / "run"
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "ssv2", datasets["ssv2"])
     assert_protocol(result, probe, "tsm_r50_ssv2_16f")
     assert result["protocol"]["crop_mode"] == "three_tsm" and result["protocol"]["resize"] == "tsm"
     assert_paper(result, "tsm_r50_ssv2_16f")
@@ -216,11 +222,7 @@ def test_rubiksnet_release(datasets, tmp_path, monkeypatch):
     write_official(src, "tiny", "rubiks3d", num_classes=174)
     ckpt = tmp_path / "rubiks.ckpt"
     convert_main(["rubiksnet", str(src), str(ckpt)])
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=ssv2", f"data.root={datasets['ssv2']}"], tmp_path / "run"
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "ssv2", datasets["ssv2"])
     assert_protocol(result, probe, "rubiksnet_tiny_ssv2")
     assert_paper(result, "rubiksnet_tiny_ssv2")
 
@@ -242,11 +244,7 @@ def test_srtg_release_fetched_by_hand(datasets, tmp_path, monkeypatch):
     ckpt = tmp_path / "w" / "srtg_r3d_50_hacs.ckpt"
     _, info = read_lab_checkpoint(ckpt)
     assert info["protocol"]["file"]["name"] == src.name and len(info["protocol"]["file"]["sha256"]) == 64
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=hacs", f"data.root={datasets['hacs']}"], tmp_path / "run"
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "hacs", datasets["hacs"])
     assert_protocol(result, probe, "srtg_r3d_50_hacs")
     assert result["inputs"]["std"] == pytest.approx([1 / (0.0167 * 255)] * 3)
     assert result["inputs"]["sampling_rate"] == 2 and result["protocol"]["sampling"] == "srtg"
@@ -260,11 +258,7 @@ def test_mtnet_release_without_registry_entry(datasets, tmp_path, monkeypatch):
     _save_released(src, mtnet.mtnet_xs(num_classes=200), {".sr_short.rnn.": ".sr_short.op.", ".sr_long.rnn.": ".sr_long.op."}, "module.")
     ckpt = tmp_path / "mtnet.ckpt"
     convert_main(["mtnet", str(src), str(ckpt)])
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=hacs", f"data.root={datasets['hacs']}"], tmp_path / "run"
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "hacs", datasets["hacs"])
     assert_protocol(result, probe, "mtnet_s_hacs")  # the same protocol as the registry's MTNet rows
     assert result["inputs"]["origin"].startswith("MTNet's validation protocol") and result["paper"] is None
 
@@ -280,12 +274,7 @@ def test_tokshift_release(datasets, tmp_path, monkeypatch):
                    scheduler={"milestones": collections.Counter({10: 1, 15: 1}), "gamma": 0.1})
     pretrained_main(["fetch", "tokshift_b16_8x224_k400", "--file", str(src), "--dir", str(tmp_path / "w")])
     ckpt = tmp_path / "w" / "tokshift_b16_8x224_k400.ckpt"
-    probe = ViewProbe()
-    probe.install(monkeypatch)
-    result = run_eval_py(
-        monkeypatch, [f"ckpt_path={ckpt}", "data=kinetics400", f"data.root={datasets['kinetics400']}"],
-        tmp_path / "run",
-    )
+    result, probe = evaluate(monkeypatch, tmp_path, ckpt, "kinetics400", datasets["kinetics400"])
     assert_protocol(result, probe, "tokshift_b16_8x224_k400")
     assert result["inputs"]["pad"] == "loop" and result["inputs"]["sampling_rate"] == 32
     assert probe.model.shift and probe.model_config["_target_"].endswith("tokshift_base")

@@ -161,9 +161,10 @@ def _paper(info: dict[str, Any], protocol: ViewProtocol) -> dict[str, Any] | Non
     stored = checkpoint_protocol(info) or {}
     if not stored.get("registry") or not stored.get("paper"):
         return None
-    expected = stored.get("eval") or {}
-    same = expected.get("protocol") == protocol.name and all(
-        expected.get(k) in (None, getattr(protocol, k)) for k in ("clips", "crops", "crop_size")
+    paper = stored.get("input") or {}  # the registry's InputProtocol of the paper's row
+    same = (protocol.name, protocol.clips, protocol.crops, protocol.crop_size, protocol.scale_size,
+            protocol.num_frames) == tuple(
+        paper.get(k) for k in ("eval_protocol", "clips", "crops", "test_crop", "test_scale", "num_frames")
     )
     return {**stored["paper"], "registry": stored["registry"], "same_protocol": same}
 

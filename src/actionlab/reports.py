@@ -294,10 +294,10 @@ def _input_rows(inputs: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         (
             "input",
-            f"{str(inputs.get('channel_order', 'rgb')).upper()}, mean {inputs.get('mean')}, "
+            (f"{str(inputs.get('channel_order', 'rgb')).upper()}, mean {inputs.get('mean')}, "
             f"std {inputs.get('std')}, {inputs.get('num_frames')} frames "
             f"({inputs.get('sampling')}, rate {inputs.get('sampling_rate')}, "
-            f"fps {inputs.get('target_fps')})",
+            f"fps {inputs.get('target_fps')})"),
         ),
         ("input protocol from", str(inputs.get("origin") or "the data config")),
     ]

@@ -14,6 +14,13 @@ downloaded on import.
 """
 
 from actionlab.pretrained.protocol import InputProtocol
-from actionlab.pretrained.registry import REGISTRY, PaperResult, Release, find_by_file, get, releases
+from actionlab.pretrained.registry import (
+    REGISTRY,
+    PaperResult,
+    Release,
+    find_by_file,
+    get,
+    releases,
+)
 
 __all__ = ["REGISTRY", "InputProtocol", "PaperResult", "Release", "find_by_file", "get", "releases"]

@@ -71,8 +71,8 @@ def show(release: Release) -> str:
     """Everything the registry knows about one release."""
     p = release.protocol
     out = [
-        f"{release.name}: {release.family} -> model={release.config}, data={release.dataset} "
-        f"({release.num_classes} classes), pretrain {release.pretrain}",
+        (f"{release.name}: {release.family} -> model={release.config}, data={release.dataset} "
+        f"({release.num_classes} classes), pretrain {release.pretrain}"),
         f"  file:      {release.file_name or '(name not published)'}",
         f"  source:    {release.source}",
         f"  page:      {release.page}",
@@ -84,15 +84,15 @@ def show(release: Release) -> str:
         out.append(f"  also:      top-1 {extra.top1:g}{top5} on {extra.views} ({extra.source})")
     out += [
         "  protocol:  " + p.summary(),
-        f"    colour {p.channel_order.upper()}, pixels {p.value_range} then mean {list(p.mean)} "
-        f"std {list(p.std)} (network input in [{p.normalised_range[0]:.3g}, {p.normalised_range[1]:.3g}])",
+        (f"    colour {p.channel_order.upper()}, pixels {p.value_range} then mean {list(p.mean)} "
+        f"std {list(p.std)} (network input in [{p.normalised_range[0]:.3g}, {p.normalised_range[1]:.3g}])"),
         f"    sampling {p.sampling}: {p.num_frames} frames"
         + (f", step {p.sampling_rate}" if p.sampling == "dense" else " (TSN segments over the video)")
         + (f" at {p.target_fps:g} fps" if p.target_fps else "")
         + (f", short videos {p.pad}" if p.sampling == "dense" else ""),
         f"    train: short side {p.train_scale[0]}-{p.train_scale[1]}, crop {p.train_crop}",
-        f"    test:  short side {p.test_scale}, {p.clips} clips x {p.crops} crops of {p.test_crop}, "
-        f"{p.aggregate} (eval.protocol={p.eval_protocol})",
+        (f"    test:  short side {p.test_scale}, {p.clips} clips x {p.crops} crops of {p.test_crop}, "
+        f"{p.aggregate} (eval.protocol={p.eval_protocol})"),
     ]
     if p.model_options:
         out.append(f"    model: {dict(p.model_options)}")

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import sys
 import time
 import urllib.error
@@ -180,7 +179,7 @@ def download(
                             bar.update(len(block))
                     f.flush()
                     os.fsync(f.fileno())
-            except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError, OSError) as err:
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError, OSError) as err:
                 raise _interrupted(dest, part, total) from err
             finally:
                 if bar is not None:

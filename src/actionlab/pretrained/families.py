@@ -9,6 +9,7 @@ Each docstring names the original code the values come from.
 
 from __future__ import annotations
 
+from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VIT_MEAN, VIT_STD
 from actionlab.pretrained.protocol import InputProtocol
 
 __all__ = [
@@ -27,12 +28,8 @@ __all__ = [
     "vov3d_something",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PYSLOWFAST_MEAN = (0.45, 0.45, 0.45)
 PYSLOWFAST_STD = (0.225, 0.225, 0.225)
-VIT_MEAN = (0.5, 0.5, 0.5)
-VIT_STD = (0.5, 0.5, 0.5)
 # SRTG/MTNet network/config.py: written as RGB means but applied to OpenCV's BGR frames, so the
 # first value meets the blue channel; kept in that (BGR) order with channel_order=bgr.
 SRTG_MEAN = (124 / 255, 117 / 255, 104 / 255)

@@ -166,16 +166,16 @@ def cfg_protocol(cfg: Mapping[str, Any], num_frames: int, defaults: Mapping[str,
 
     dataset = cfg_dataset(cfg) or "kinetics"
     jitter = tuple(int(v) for v in get("DATA.TRAIN_JITTER_SCALES", "jitter"))
-    common = dict(
-        num_frames=num_frames,
-        train_crop=int(get("DATA.TRAIN_CROP_SIZE", "train_crop")),
-        test_crop=int(get("DATA.TEST_CROP_SIZE", "test_crop")),
-        jitter=jitter,
-        mean=tuple(float(v) for v in get("DATA.MEAN", "mean")),
-        std=tuple(float(v) for v in get("DATA.STD", "std")),
-        clips=int(get("TEST.NUM_ENSEMBLE_VIEWS", "clips")),
-        crops=int(get("TEST.NUM_SPATIAL_CROPS", "crops")),
-    )
+    common = {
+        "num_frames": num_frames,
+        "train_crop": int(get("DATA.TRAIN_CROP_SIZE", "train_crop")),
+        "test_crop": int(get("DATA.TEST_CROP_SIZE", "test_crop")),
+        "jitter": jitter,
+        "mean": tuple(float(v) for v in get("DATA.MEAN", "mean")),
+        "std": tuple(float(v) for v in get("DATA.STD", "std")),
+        "clips": int(get("TEST.NUM_ENSEMBLE_VIEWS", "clips")),
+        "crops": int(get("TEST.NUM_SPATIAL_CROPS", "crops")),
+    }
     if dataset.startswith("ssv") or "something" in dataset:
         protocol = vov3d_something(**common)
         # OpenCV frames stay BGR unless the config reverses them (REVERSE_INPUT_CHANNEL).

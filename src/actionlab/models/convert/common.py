@@ -319,3 +319,22 @@ def read_class_names(path: str | os.PathLike | None, num_classes: int) -> list[s
             "class list of the dataset it was trained on (--class-names)"
         )
     return names
+
+
+def write_converted(
+    args: Any,
+    model: nn.Module,
+    model_cfg: Mapping[str, Any],
+    release: Release | None,
+    fallback: InputProtocol,
+    origin: str,
+    summary: str,
+) -> dict[str, Any]:
+    """Save a converted model as ``args.output`` with its protocol and ``--class-names``, and
+    say what was written; returns the protocol dict."""
+    protocol = lab_protocol(args.input, release, fallback, origin)
+    names = read_class_names(args.class_names, int(model_cfg["num_classes"]))
+    save_lab_checkpoint(args.output, model, model_cfg, names, None, source=str(args.input), protocol=protocol)
+    print(f"wrote {args.output}: {summary}")
+    print(describe_protocol(protocol))
+    return protocol

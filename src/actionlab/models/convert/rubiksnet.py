@@ -22,7 +22,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-
 from actionlab.models.convert.common import (
     CheckpointMismatchError,
     check_release,

@@ -217,8 +217,8 @@ def _choose_by_keys(
         alias = fmt.aliases.get(model)
         if alias in exact:
             return alias, [
-                f"{Path(path).name} has the keys of {alias}, not {model} ({described}): the "
-                f"release's training scripts build {alias} for the name {model}; converted as {alias}"
+                (f"{Path(path).name} has the keys of {alias}, not {model} ({described}): the "
+                f"release's training scripts build {alias} for the name {model}; converted as {alias}")
             ]
         if exact:
             raise CheckpointMismatchError(

@@ -30,14 +30,11 @@ from actionlab.models.convert.common import (
     CheckpointMismatchError,
     check_release,
     decide,
-    describe_protocol,
     fill_bn_counters,
-    lab_protocol,
     load_state_dict_strict,
     read_checkpoint,
-    read_class_names,
     release_of,
-    save_lab_checkpoint,
+    write_converted,
 )
 from actionlab.models.resnet import DEPTHS, ResNet
 from actionlab.models.tsm import SIZES, TSM
@@ -189,10 +186,4 @@ def main(argv: list[str]) -> None:
         print(f"{Path(src).name} was trained with --dropout 0 (classifier at base_model.fc)")
     model = TSM(**{k: v for k, v in cfg.items() if k != "_target_" and k != "size"}, size=size)
     load_tsm(model, state, src)
-    lab = lab_protocol(src, release, protocol, origin)
-    save_lab_checkpoint(
-        args.output, model, cfg, read_class_names(args.class_names, num_classes), None,
-        source=str(src), protocol=lab,
-    )
-    print(f"wrote {args.output}: tsm {size}, {num_classes} classes, {frames} frames")
-    print(describe_protocol(lab))
+    write_converted(args, model, cfg, release, protocol, origin, f"tsm {size}, {num_classes} classes, {frames} frames")

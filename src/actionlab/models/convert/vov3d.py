@@ -31,12 +31,9 @@ from actionlab.models.convert.common import (
     CheckpointMismatchError,
     check_release,
     decide,
-    describe_protocol,
-    lab_protocol,
     read_checkpoint,
-    read_class_names,
     release_of,
-    save_lab_checkpoint,
+    write_converted,
 )
 from actionlab.models.vov3d import NUM_UNITS, SIZES, VoV3D
 
@@ -140,10 +137,4 @@ def main(argv: list[str]) -> None:
     cfg_model = {"_target_": f"actionlab.models.vov3d.vov3d_{size}", "num_classes": num_classes, "num_frames": frames}
     model = VoV3D(size, num_classes, frames)
     load_vov3d(model, state, src)
-    lab = lab_protocol(src, release, protocol, origin)
-    save_lab_checkpoint(
-        args.output, model, cfg_model, read_class_names(args.class_names, num_classes), None,
-        source=str(src), protocol=lab,
-    )
-    print(f"wrote {args.output}: vov3d {size}, {num_classes} classes, {frames} frames")
-    print(describe_protocol(lab))
+    write_converted(args, model, cfg_model, release, protocol, origin, f"vov3d {size}, {num_classes} classes, {frames} frames")
