@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 
-.PHONY: install install-dev train test test-fast bench lint zoo docs docs-serve notebooks clean
+.PHONY: install install-dev train test test-fast bench lint zoo registry docs docs-serve notebooks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ docs-serve: install-dev
 # renders; the sources stay without outputs). Trains small models: minutes on a CPU.
 notebooks: install-dev
 	$(PY) docs/execute_notebooks.py $(ARGS)
+
+# Regenerates the README table of released weights (actionlab/pretrained/registry.py) between
+# the weights markers.
+registry: install
+	$(PY) -m actionlab.pretrained readme README.md
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache site .cache

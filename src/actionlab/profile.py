@@ -405,17 +405,17 @@ def zoo_table(results: list[ProfileResult], entries: tuple[ZooEntry, ...] = ZOO)
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the text between the zoo markers of ``readme`` with ``table``."""
+def update_readme(readme: Path, table: str, start: str = ZOO_START, end: str = ZOO_END) -> None:
+    """Replace the text between the ``start`` and ``end`` markers of ``readme`` (the zoo
+    markers by default) with ``table``."""
     text = readme.read_text()
-    if ZOO_START not in text or ZOO_END not in text:
+    if start not in text or end not in text:
         raise SystemExit(
-            f"{readme} has no '{ZOO_START}' ... '{ZOO_END}' markers; add them where the model "
-            "table belongs"
+            f"{readme} has no '{start}' ... '{end}' markers; add them where the table belongs"
         )
-    head, rest = text.split(ZOO_START, 1)
-    _, tail = rest.split(ZOO_END, 1)
-    readme.write_text(f"{head}{ZOO_START}\n{table}\n{ZOO_END}{tail}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 def _write_json(path: Path, payload: Any) -> None:

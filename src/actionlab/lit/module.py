@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from actionlab.lit.optim import param_groups
 from actionlab.models.convert.common import LAB_KEY
 from actionlab.models.cpu_bf16 import guard_cpu_bf16_conv3d
+from actionlab.pretrained.protocol import PROTOCOL_KEY, training_protocol
 from actionlab.reports import Predictions, classification_metrics, dedup_by_index
 
 __all__ = ["AGGREGATIONS", "PROBABILITY_AGGREGATIONS", "VideoClassifier", "aggregate_views"]
@@ -228,6 +229,10 @@ class VideoClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "class_names"):
             info["class_names"] = list(datamodule.class_names)
+        if info.get("data") and not info.get(PROTOCOL_KEY):
+            # A lab-trained checkpoint's input protocol is its own data config: eval.py and
+            # predict evaluate it with the frames, crop and normalisation it was trained on.
+            info[PROTOCOL_KEY] = training_protocol(info["data"], info.get("eval"))
         checkpoint[LAB_KEY] = info
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
