@@ -32,7 +32,10 @@ STEP_FILES = {"1": "setup", "2": "setup", "3a": "verify", "3b": "verify", "4": "
 def test_the_kit_carries_the_versions_ci_tests():
     """A dependency bumped in .venv but not in bench/gpu/wheels.txt would travel untested."""
     for want in kit.read_list():
-        assert importlib.metadata.version(want.name) == want.version, want.name
+        installed = importlib.metadata.version(want.name)
+        assert installed == want.version, (
+            f"CI installs {want.name} {installed} but bench/gpu/wheels.txt carries {want.version}: "
+            f"set {want.name}=={installed} there and run `make gpu-kit`")
 
 
 def _wheel(folder: Path, name: str, version: str, requires: list[str], python: str | None = None,
@@ -157,6 +160,7 @@ def test_results_md_gpu_section_is_the_scripts_output(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_rehearsal_as_documented(tmp_path):
     """`make gpu-kit` then `bash bench/gpu/run.sh --rehearse`: every step's JSON appears with its
     status ok (8 skipped where bench/efficiency.py is absent), at most 8 files come back, and the

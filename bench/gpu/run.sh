@@ -169,8 +169,8 @@ fi
 BG_PID=""
 rm -f "$WORK/prepare.rc"
 if [ "$SETUP_RC" = 0 ] && { wanted 6 || wanted 7; }; then
-  ( $PY bench/gpu/loader.py --prepare-only --root "$WORK/loader" $LOADER_DATA > "$WORK/prepare.log" 2>&1 &&
-    $PY -c "import sys, hydra; from hydra import compose, initialize_config_dir; import actionlab
+  ( nice -n 10 $PY bench/gpu/loader.py --prepare-only --root "$WORK/loader" $LOADER_DATA > "$WORK/prepare.log" 2>&1 &&
+    nice -n 10 $PY -c "import sys, hydra; from hydra import compose, initialize_config_dir; import actionlab
 from actionlab.profile import config_dir
 with initialize_config_dir(str(config_dir()), version_base='1.3'):
     cfg = compose('train', overrides=sys.argv[1:])
