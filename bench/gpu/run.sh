@@ -42,7 +42,7 @@ done
 # Step budgets in seconds, GPU : rehearsal. GPU: the expected time on an H100/H200 host x ~1.3-1.6
 # (bench/gpu/README.md derives each); they sum to 540. Rehearsal: the 2-core CPU machine at tiny
 # sizes, loose (it debugs the script; its time is not a measurement).
-BUDGETS="1:30:90 2:120:180 3a:45:120 3b:60:180 4:30:90 5:130:240 6:50:120 7:75:180 8:60:0"
+BUDGETS="1:45:90 2:120:180 3a:45:120 3b:55:180 4:30:90 5:120:240 6:50:120 7:75:180 8:60:0"
 budget() { local b; for b in $BUDGETS; do if [ "${b%%:*}" = "$1" ]; then
   if [ "$MODE" = gpu ]; then b=${b#*:}; echo "${b%%:*}"; else echo "${b##*:}"; fi; return; fi; done; echo 60; }
 
@@ -188,7 +188,7 @@ if [ "$SETUP_RC" = 0 ]; then
   if [ "$MODE" = gpu ]; then
     export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($PY -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
   fi
-  run_step 2 build setup "$(budget 2)" "$PY -m actionlab.ops.build | tee $WORK/build.log"
+  run_step 2 build setup "$(budget 2)" "$PY -m actionlab.ops.build 2>&1 | tee $WORK/build.log"
   BUILD_LINE=$(grep -E 'kernels ready|build FAILED' "$WORK/build.log" 2>/dev/null | tail -1 | sed 's/"/\\"/g')
   $REPORT note "$OUT/setup.json" build "{\"line\": \"${BUILD_LINE}\", \"arch\": \"${TORCH_CUDA_ARCH_LIST:-cpu}\", \"cuda_home\": \"${CUDA_HOME:-}\"}"
 else
