@@ -20,6 +20,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+QUERY = ("--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit,"
+         "temperature.gpu,utilization.gpu")
+
 
 def _run(cmd: list[str]) -> str | None:
     if shutil.which(cmd[0]) is None:
@@ -58,8 +61,7 @@ def record() -> dict:
         "cuda_home": os.environ.get("CUDA_HOME"),
         "torch_cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST"),
         "nvcc": _run(["nvcc", "--version"]),
-        "nvidia_smi": _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
-                            "power.limit,temperature.gpu,utilization.gpu", "--format=csv"]),
+        "nvidia_smi": _run(["nvidia-smi", QUERY, "--format=csv"]),
     }
     try:
         import triton

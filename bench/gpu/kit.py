@@ -30,7 +30,6 @@ import argparse
 import ast
 import functools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -154,7 +153,7 @@ def download(dest: Path) -> list[Path]:
     for path in sorted(dest.iterdir()):  # stale versions or strays: one version per package there
         try:
             stale = path.suffix != ".whl" or wheel_key(path) not in keys
-        except Exception:
+        except ValueError:  # packaging's InvalidWheelFilename: not a wheel of ours either
             stale = True
         if stale:
             print(f"gpu-kit: removing {path.name} (not in {LIST.name})")
@@ -214,7 +213,7 @@ def size_report(dest: Path, limit_mib: float) -> bool:
 SCANNED = ("src", "bench", "train.py", "eval.py", "tests")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def first_party(roots: tuple[str, ...] = SCANNED) -> frozenset[str]:
     """The lab's own top-level names: src/ packages and every script/test module (imported by
     their siblings, e.g. ``import train_step``)."""
@@ -225,7 +224,7 @@ def first_party(roots: tuple[str, ...] = SCANNED) -> frozenset[str]:
     return frozenset(names)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lab_imports(roots: tuple[str, ...] = SCANNED) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for root in roots:
@@ -248,9 +247,9 @@ def _satisfied(spec, version: str | None) -> bool:
 
 def check(dest: Path, installed: bool, list_path: Path = LIST, machine_path: Path = MACHINE) -> list[str]:
     """Problems found (empty = the kit is complete); prints what it checked."""
+    from packaging import tags
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
-    from packaging import tags
     from packaging.utils import parse_wheel_filename
 
     problems: list[str] = []
@@ -320,7 +319,7 @@ def check(dest: Path, installed: bool, list_path: Path = LIST, machine_path: Pat
         else:
             where = "kit"
         if dist is None:
-            problems.append(f"`import {module}` ({sorted(files)[0]}...) is met by no carried wheel and no "
+            problems.append(f"`import {module}` ({min(files)}...) is met by no carried wheel and no "
                             f"machine package: add it to {list_path.name}, or to kit.OPTIONAL with the reason")
             continue
         needed.append(module)

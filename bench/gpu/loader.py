@@ -22,7 +22,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH))
 
-import dataloader  # noqa: E402  (bench/dataloader.py)
+import dataloader
 
 VIDEOS, SECONDS = 12, 6.0
 

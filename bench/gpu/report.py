@@ -244,22 +244,17 @@ def gpu_section(run: dict[str, dict]) -> str:
            "`bash bench/gpu/run.sh` wrote under `$OUT` on the GPU machine (copied to `bench/results/gpu/`); "
            "see `bench/gpu/README.md`. Do not edit by hand.")
     if setup.get("mode") != "gpu" or not gpu:
-        return "\n".join([
-            "## GPU run kit (issue 14)", "", how, "",
-            "**Nothing in this lab has run on a GPU yet.** The kit is built and rehearsed on the CPU "
-            "(`bash bench/gpu/run.sh --rehearse`, run by CI), but no GPU machine has been lent to a "
-            "session since it was written, so every speed figure in this file is a CPU figure: the "
-            "RubiksShift CUDA kernels, bf16-mixed training, channels-last 3D convolutions and the "
-            "loader feeding a device are unmeasured on a GPU.",
-        ])
+        nothing = ("**Nothing in this lab has run on a GPU yet.** The kit is built and rehearsed on the CPU "
+                   "(`bash bench/gpu/run.sh --rehearse`, run by CI), but no GPU machine has been lent to a "
+                   "session since it was written, so every speed figure in this file is a CPU figure: the "
+                   "RubiksShift CUDA kernels, bf16-mixed training, channels-last 3D convolutions and the "
+                   "loader feeding a device are unmeasured on a GPU.")
+        return f"## GPU run kit (issue 14)\n\n{how}\n\n{nothing}"
     env = setup["env"]
-    lines = [
-        "## GPU run kit (issue 14)", "", how, "",
-        f"Machine: {gpu['name']} (sm_{gpu['capability'].replace('.', '')}, {gpu['sms']} SMs, "
-        f"{gpu['memory_gib']} GiB, L2 {gpu['l2_mib']} MiB), {env.get('cpus')} CPUs; torch {env.get('torch')} "
-        f"(CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}), Python {env.get('python')}.", "",
-        *summary_lines(run), "",
-    ]
+    machine = (f"Machine: {gpu['name']} (sm_{gpu['capability'].replace('.', '')}, {gpu['sms']} SMs, "
+               f"{gpu['memory_gib']} GiB, L2 {gpu['l2_mib']} MiB), {env.get('cpus')} CPUs; torch {env.get('torch')} "
+               f"(CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}), Python {env.get('python')}.")
+    lines = ["## GPU run kit (issue 14)", "", how, "", machine, "", *summary_lines(run), ""]
     rs = run.get("rubiks_shift", {}).get("cuda")
     if rs:
         lines += ["### RubiksShift kernels (times as multiples of `x.clone()` of the same tensor)", "",
