@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 
-.PHONY: install install-dev train test test-fast bench lint zoo registry docs docs-serve notebooks clean
+.PHONY: install install-dev train test test-fast bench lint zoo registry docs docs-serve notebooks gpu-kit clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test-fast: install-dev
 bench: install
 	$(PY) bench/rubiks_shift.py
 	$(PY) bench/train_step.py
+
+# The GPU run kit: the wheels the GPU machine lacks (bench/gpu/wheels.txt) into the ignored .whl/,
+# their sizes, a refusal when the tree + .whl would exceed the 64 MiB that travels, and a check that
+# every import of the lab is met there. Then send `bash bench/gpu/run.sh` (bench/gpu/README.md).
+gpu-kit: install
+	$(PY) bench/gpu/kit.py download
 
 lint: install-dev
 	$(PY) -m pip install -q ruff
