@@ -14,9 +14,24 @@ A page asks for a table with an HTML comment on a line of its own (invisible if 
 ``<!-- bench: NAME -->``
     A table from ``bench/results/NAME.json`` (``rubiks_shift``, ``train_step``,
     ``train_step_zoo2``, ``dataloader``, ``multigrid``, ``multigrid_24ep``, ``zoo``).
+``<!-- weights: all -->``, ``<!-- weights: FAMILY[,FAMILY] -->``
+    The released checkpoints of ``actionlab.pretrained`` (every entry, or those of the
+    converter families named): ``fetch`` name, model and data configs, frames x test crop,
+    views and ``eval.protocol``, the authors' numbers with their views, the file or its page,
+    and the entries' notes.
+``<!-- weights-protocols: FAMILY[,FAMILY] -->``
+    The input protocols of those entries (one row per distinct protocol) and the original code
+    each comes from, as the registry holds them.
+``<!-- weights-show: NAME -->``, ``<!-- weights-next: NAME -->``
+    What ``python -m actionlab.pretrained show NAME`` prints, and the last lines of ``fetch
+    NAME --dir weights`` (the ``eval.py`` command of the paper's row).
+``<!-- protocols: all -->``
+    The test protocols of ``actionlab.data.views.PROTOCOLS``: views, temporal rule, short
+    side, crop layout, resize rule, score aggregation and the original test code.
 
-An unknown directive, a missing results file or a model that fails to build raises, so a
-strict build (``make docs``) fails instead of publishing a page without its numbers.
+An unknown directive, a missing results file, an unknown family or release, or a model that
+fails to build raises, so a strict build (``make docs``) fails instead of publishing a page
+without its numbers.
 """
 
 from __future__ import annotations
@@ -37,7 +52,10 @@ CACHE = REPO / ".cache" / "docs" / "profiles.json"
 COMMITTED = REPO / "docs" / "model_profiles.json"
 # Set by `make docs`: rewrite the committed counts (tests and plain builds only use the cache).
 WRITE_COMMITTED = os.environ.get("ACTIONLAB_DOCS_WRITE_PROFILES") == "1"
-DIRECTIVE = re.compile(r"^<!--\s*(zoo|bench):\s*(.*?)\s*-->\s*$", re.MULTILINE)
+DIRECTIVE = re.compile(
+    r"^<!--\s*(zoo|bench|weights|weights-protocols|weights-show|weights-next|protocols):\s*(.*?)\s*-->[ \t]*$",
+    re.MULTILINE,
+)
 # What the per-view counts depend on; any change there recomputes them.
 PROFILE_INPUTS = ("src/actionlab/models", "src/actionlab/ops", "src/actionlab/profile.py", "conf/model",
                   "conf/data_base")
@@ -288,13 +306,159 @@ def bench_multigrid_24ep() -> str:
 BENCH = {name[len("bench_"):]: fn for name, fn in globals().items() if name.startswith("bench_")}
 
 
+# -- released weights (actionlab.pretrained) ----------------------------------------------------
+def _releases(spec: str) -> list:
+    """The registry entries of ``all`` or of comma/space-separated converter families."""
+    from actionlab.pretrained import releases
+
+    everything = releases()
+    if spec.strip() == "all":
+        return everything
+    wanted = spec.replace(",", " ").split()
+    known = sorted({r.family for r in everything})
+    unknown = [f for f in wanted if f not in known]
+    if not wanted or unknown:
+        raise ValueError(f"docs: weights: unknown family {unknown or spec!r}; known: {known} or 'all'")
+    return [r for r in everything if r.family in wanted]
+
+
+def _release(name: str):
+    from actionlab.pretrained import get
+
+    try:
+        return get(name.strip())
+    except KeyError as err:
+        raise ValueError(f"docs: {err.args[0]}") from err
+
+
+def _result(result) -> str:
+    if result is None or result.top1 is None:
+        return "-"
+    top5 = f" / {result.top5:g}" if result.top5 is not None else ""
+    return f"{result.top1:g}{top5} ({result.views}; {result.source})"
+
+
+def _values(values) -> str:
+    values = [round(float(v), 4) for v in values]
+    return f"{values[0]:g}" if len(set(values)) == 1 else "/".join(f"{v:g}" for v in values)
+
+
+def weights_table(spec: str) -> str:
+    rows, notes = [], {}
+    for r in _releases(spec):
+        p = r.protocol
+        if r.url:
+            where = f"[{r.file_name or 'file'}]({r.url})"
+        else:
+            where = f"{'`' + r.file_name + '` ' if r.file_name else ''}by hand from [its page]({r.page})"
+        rows.append([
+            f"`{r.name}`", f"`{r.config}`", f"`{r.dataset}`", r.pretrain, r.frames_x_crop(),
+            f"{r.views()} `{p.eval_protocol}`", _result(r.paper),
+            "; ".join(_result(x) for x in r.results) or "-", where,
+        ])
+        note = f"initial weights, not a classifier to evaluate; {r.notes}" if r.task == "init" else r.notes
+        if note:
+            notes.setdefault(note, []).append(f"`{r.name}`")
+    header = ["`fetch` name", "`model=`", "`data=`", "pretrain", "frames x test crop", "views",
+              "paper top-1 / top-5", "also reported", "file"]
+    note = ("Generated from the registry (`actionlab.pretrained`) at build time; views are test clips "
+            "x crops of the protocol the converted checkpoint records, the paper's.")
+    listed = "\n".join(f"- {', '.join(names)}: {text}." for text, names in notes.items())
+    return "\n\n".join(part for part in (_table(header, rows), listed, note) if part)
+
+
+def weights_protocols(spec: str) -> str:
+    groups: dict[str, list] = {}
+    for r in _releases(spec):
+        key = json.dumps({k: v for k, v in r.protocol.as_dict().items() if k != "reference"}, sort_keys=True)
+        groups.setdefault(key, []).append(r)
+    rows, references = [], []
+    for entries in groups.values():
+        p = entries[0].protocol
+        if p.sampling == "dense":
+            fps = f" at {p.target_fps:g} fps" if p.target_fps else " (source frames)"
+            sampling = f"{p.num_frames} frames {p.sampling_rate} apart{fps}, short videos {p.pad}"
+        else:
+            sampling = f"{p.num_frames} TSN segments"
+        options = ", ".join(f"`{k}={v}`" for k, v in p.model_options.items()) or "-"
+        lo, hi = p.train_scale
+        rows.append([
+            ", ".join(f"`{r.name}`" for r in entries),
+            f"{p.channel_order.upper()}, mean {_values(p.mean)}, std {_values(p.std)}",
+            sampling,
+            f"short side {lo if lo == hi else f'{lo}-{hi}'}, crop {p.train_crop}",
+            f"{p.clips} x {p.crops} views of {p.test_crop}, short side {p.test_scale}",
+            f"`{p.aggregate}`", f"`{p.eval_protocol}`", options,
+        ])
+        if p.reference not in references:
+            references.append(p.reference)
+    header = ["entries", "pixels (in [0, 1])", "sampling", "train", "test", "scores", "`eval.protocol`",
+              "model options"]
+    sources = "\n".join(f"- {ref}." for ref in references)
+    return f"{_table(header, rows)}\n\nWhere the values come from (the original code):\n\n{sources}"
+
+
+def weights_show(name: str) -> str:
+    from actionlab.pretrained.__main__ import show
+
+    release = _release(name)
+    return f"```text\n$ python -m actionlab.pretrained show {release.name}\n{show(release)}\n```"
+
+
+def weights_next(name: str) -> str:
+    from actionlab.pretrained.__main__ import next_step
+
+    release = _release(name)
+    by_hand = " --file PATH" if release.manual else ""
+    command = f"python -m actionlab.pretrained fetch {release.name} --dir weights{by_hand}"
+    return (f"```text\n$ {command}\n...\n"
+            f"{next_step(release, f'weights/{release.name}.ckpt')}\n```")
+
+
+# -- test protocols (actionlab.data.views) --------------------------------------------------------
+# The short-side rules of ``actionlab.data.views.SCALES`` in words; a new rule fails the build here.
+SCALE_RULES = {
+    "data": "`data.scale_size`",
+    "crop": "= the test crop",
+    "pyslowfast": "= the test crop (3 crops); `data.scale_size` (1 crop)",
+    "srtg": "{srtg}",
+}
+
+
+def protocols_table(spec: str) -> str:
+    from actionlab.data.views import PROTOCOLS, SCALES, SRTG_SCALE
+
+    if spec.strip() != "all":
+        raise ValueError(f"docs: protocols: {spec!r}; only 'all' is known")
+    if set(SCALES) != set(SCALE_RULES):
+        raise ValueError(f"docs: describe the short-side rules {sorted(set(SCALES) - set(SCALE_RULES))} in SCALE_RULES")
+    rows = [[
+        f"`{p.name}`", f"{p.clips} x {p.crops}", f"`{p.sampling}`" if p.sampling else "`data.sampling`",
+        SCALE_RULES[p.scale].format(srtg=SRTG_SCALE), f"`{p.crop_mode}`", f"`{p.resize}`", f"`{p.aggregate}`",
+        p.reference,
+    ] for p in PROTOCOLS.values()]
+    header = ["`eval.protocol`", "clips x crops", "frames (`eval.sampling`)", "short side", "crops",
+              "resize", "scores (`eval.aggregate`)", "original test code"]
+    return _table(header, rows)
+
+
+RENDER = {
+    "zoo": zoo_table,
+    "weights": weights_table,
+    "weights-protocols": weights_protocols,
+    "weights-show": weights_show,
+    "weights-next": weights_next,
+    "protocols": protocols_table,
+}
+
+
 def render(markdown: str) -> str:
     """Replace every directive of ``markdown`` by its table."""
 
     def replace(match: re.Match) -> str:
         kind, arg = match.group(1), match.group(2)
-        if kind == "zoo":
-            return zoo_table(arg)
+        if kind in RENDER:
+            return RENDER[kind](arg)
         if arg not in BENCH:
             raise ValueError(f"docs: unknown bench table {arg!r}; known: {sorted(BENCH)}")
         return BENCH[arg]()

@@ -71,6 +71,16 @@ def test_site_builds_strictly_with_generated_tables(site):
     assert "multigrid_sqrt" in multigrid
     api = (site / "reference" / "ops" / "index.html").read_text()
     assert "RubiksShift3d" in api and "rubiks_shift_reference" in api
+    weights = (site / "weights" / "index.html").read_text()  # the registry, at build time
+    assert weights.count("<td><code>tokshift_l16_12x384_k400</code></td>") == 1 and "<!-- weights" not in weights
+    assert "$ python -m actionlab.pretrained show x3d_m_k400" in weights
+    assert "ckpt_path=weights/x3d_m_k400.ckpt data=kinetics400 data.root=/path/to/kinetics400" in weights
+    x3d = (site / "models" / "x3d" / "index.html").read_text()
+    assert "<code>x3d_m_256e_k400</code>" in x3d and "TRAIN_CROP_SIZE" in x3d  # table, protocols, source
+    evaluation = (site / "evaluation" / "index.html").read_text()
+    assert "<code>pyslowfast_10x3</code>" in evaluation and "<!-- protocols" not in evaluation
+    assert 'id="frames-evalsampling"' in evaluation  # the heading after a generated table survives
+    assert "find_by_file" in (site / "reference" / "tasks" / "index.html").read_text()
     for name in ("quickstart", "rubiks_shifts", "zoo"):
         page = (site / "notebooks" / name / "index.html").read_text()
         assert "data:image/png" in page, f"{name}: the rendered notebook has no figure output"
@@ -84,7 +94,57 @@ def test_generated_table_directives_fail_loudly():
         hooks.render("<!-- zoo: no_such_model:10:8x224 -->")
     with pytest.raises(ValueError, match="model:classes:TxS"):
         hooks.render("<!-- zoo: rubiks_tiny:174 -->")
+    with pytest.raises(ValueError, match="unknown family"):
+        hooks.render("<!-- weights: x3d,no_such_family -->")
+    with pytest.raises(ValueError, match="did you mean x3d_m_k400"):
+        hooks.render("<!-- weights-show: x3d_m_k40 -->")
+    with pytest.raises(ValueError, match="only 'all'"):
+        hooks.render("<!-- protocols: 1clip -->")
     assert hooks.render("text\n<!-- not a directive -->\n") == "text\n<!-- not a directive -->\n"
+
+
+def test_released_weights_tables_come_from_the_registry():
+    """The rows, protocols and printed commands are the registry's and the CLI's own."""
+    from actionlab.data.views import PROTOCOLS
+    from actionlab.pretrained import get, releases
+    from actionlab.pretrained.__main__ import next_step, show
+
+    hooks = _hooks()
+    table = hooks.render("<!-- weights: srtg,mtnet -->")
+    rows = [line for line in table.splitlines() if line.startswith("| `")][1:]  # after the header
+    assert [row.split("`")[1] for row in rows] == [r.name for r in releases() if r.family in ("srtg", "mtnet")]
+    assert "| `x3d_m_k400` | `x3d_m` | `kinetics400` | scratch | 16x256 | 10x3 `pyslowfast_10x3` | 76.2 (10 clips x 3 crops; PySlowFast MODEL_ZOO) |" in hooks.render("<!-- weights: x3d -->")
+    protocols = hooks.render("<!-- weights-protocols: srtg -->")
+    assert "| BGR, mean 0.4863/0.4588/0.4078, std 0.2348 | 16 frames 2 apart (source frames), short videos repeat |" in protocols
+    assert get("srtg_r3d_34_hacs").protocol.reference in protocols
+    assert show(get("x3d_m_k400")) in hooks.render("<!-- weights-show: x3d_m_k400 -->")
+    fetched = hooks.render("<!-- weights-next: tokshift_b16_8x224_k400 -->")
+    assert "fetch tokshift_b16_8x224_k400 --dir weights --file PATH" in fetched
+    assert next_step(get("tokshift_b16_8x224_k400"), "weights/tokshift_b16_8x224_k400.ckpt") in fetched
+    protocol_rows = [line for line in hooks.render("<!-- protocols: all -->").splitlines() if line.startswith("| `")][1:]
+    assert [row.split("`")[1] for row in protocol_rows] == list(PROTOCOLS)
+    assert "| `srtg_1x1` | 1 x 1 | `srtg` | 294 | `srtg` | `srtg` | `logits_mean` |" in "\n".join(protocol_rows)
+
+
+def test_every_release_is_on_its_family_page():
+    from actionlab.pretrained import releases
+
+    listed = set()
+    for page in (DOCS / "models").glob("*.md"):
+        for spec in re.findall(r"^<!--\s*weights:\s*(.*?)\s*-->", page.read_text(), re.MULTILINE):
+            listed |= set(spec.replace(",", " ").split())
+    assert listed == {r.family for r in releases()}
+    assert re.search(r"^<!-- weights: all -->$", (DOCS / "weights.md").read_text(), re.MULTILINE)
+
+
+def test_the_evaluation_page_describes_every_view_rule():
+    from actionlab.data.transforms import CROP_MODES, RESIZES
+    from actionlab.data.views import SAMPLINGS
+
+    text = (DOCS / "evaluation.md").read_text()
+    assert "<!-- protocols: all -->" in text
+    undescribed = [code for code in (*SAMPLINGS, *CROP_MODES, *RESIZES) if f"`{code}`" not in text]
+    assert not undescribed, f"describe these rules on the Evaluation page: {undescribed}"
 
 
 def test_every_model_config_has_a_row_in_a_zoo_table():
@@ -151,19 +211,26 @@ class Command:
     multirun: bool
 
 
-def documented_commands() -> list[Command]:
-    pages = sorted(DOCS.rglob("*.md")) + [REPO / "README.md"]
-    found = []
-    for page in pages:
+def fenced_blocks() -> list[list[tuple[str, str]]]:
+    """Every fenced code block of the docs and the README as ``(page:line, line)`` pairs."""
+    blocks = []
+    for page in sorted(DOCS.rglob("*.md")) + [REPO / "README.md"]:
         text = page.read_text()
         for match in FENCE.finditer(text):
             first = text[: match.start(2)].count("\n") + 1
-            for offset, line in enumerate(match.group(2).splitlines()):
-                command = parse_command(line)
-                if command:
-                    config, overrides, multirun = command
-                    where = f"{page.relative_to(REPO)}:{first + offset}"
-                    found.append(Command(where, line.strip(), config, tuple(overrides), multirun))
+            blocks.append([(f"{page.relative_to(REPO)}:{first + offset}", line)
+                           for offset, line in enumerate(match.group(2).splitlines())])
+    return blocks
+
+
+def documented_commands() -> list[Command]:
+    found = []
+    for block in fenced_blocks():
+        for where, line in block:
+            command = parse_command(line)
+            if command:
+                config, overrides, multirun = command
+                found.append(Command(where, line.strip(), config, tuple(overrides), multirun))
     return found
 
 
@@ -237,6 +304,74 @@ def test_every_documented_command_composes():
                 failures.append(f"{command.where}: {command.line}\n    {type(err).__name__}: {err}")
     GlobalHydra.instance().clear()
     assert not failures, "documented commands that do not compose:\n" + "\n".join(failures)
+
+
+PRETRAINED = "python -m actionlab.pretrained "
+CONVERT = "python -m actionlab.models.convert "
+
+
+def test_documented_release_commands_name_real_entries(capsys):
+    """``python -m actionlab.pretrained show|fetch NAME`` and ``convert ... --release NAME`` in
+    the docs and README name registry entries (``--file`` exactly for the manual ones), and an
+    ``eval.py`` line after ``fetch NAME --dir D`` in the same block starts with the command
+    ``fetch`` prints (with the reader's data.root; overrides may follow)."""
+    from actionlab.pretrained import REGISTRY
+    from actionlab.pretrained.__main__ import main as pretrained_main
+
+    problems, checked = [], 0
+    for block in fenced_blocks():
+        fetched = {}
+        for where, line in block:
+            if not line.startswith(("python -m actionlab.", "python eval.py")):
+                continue
+            words = shlex.split(line, comments=True)
+            text = " ".join(words)
+            if text.startswith(PRETRAINED):
+                args = words[3:]
+                if args[0] in ("show", "fetch"):
+                    entry = REGISTRY.get(args[1])
+                    if entry is None:
+                        problems.append(f"{where}: no registry entry {args[1]!r}")
+                        continue
+                    if args[0] == "fetch":
+                        if ("--file" in args) != entry.manual:
+                            problems.append(f"{where}: --file is for the entries without a direct link")
+                        folder = args[args.index("--dir") + 1] if "--dir" in args else "weights"
+                        fetched[f"{folder}/{entry.name}.ckpt"] = entry
+                elif args[0] == "list":
+                    try:
+                        pretrained_main(args)  # an empty filter exits
+                    except SystemExit as err:
+                        problems.append(f"{where}: {err}")
+                checked += 1
+            elif text.startswith(CONVERT) and "--release" in words:
+                entry = REGISTRY.get(words[words.index("--release") + 1])
+                if entry is None or entry.family != words[3]:
+                    problems.append(f"{where}: --release names no {words[3]} entry")
+                checked += 1
+            elif text.startswith("python eval.py ckpt_path="):
+                ckpt = words[2].split("=", 1)[1]
+                if ckpt in fetched:
+                    root = next((w.split("=", 1)[1] for w in words if w.startswith("data.root=")), None)
+                    printed = fetched[ckpt].eval_command(ckpt, root)
+                    if text != printed and not text.startswith(printed + " "):  # overrides may follow
+                        problems.append(f"{where}: fetch prints {printed!r}")
+                    checked += 1
+    assert checked >= 30 and not problems, problems
+
+
+def test_registry_eval_commands_compose():
+    """What ``fetch`` prints composes with Hydra for every dataset of the registry."""
+    from actionlab.pretrained import releases
+
+    commands = {r.dataset: r.eval_command(f"weights/{r.name}.ckpt") for r in releases()}
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        for command in commands.values():
+            config, overrides, _ = parse_command(command)
+            cfg = compose(config, overrides=overrides)
+            assert cfg.data._target_ and cfg.data.num_classes
+    GlobalHydra.instance().clear()
 
 
 def test_command_parser():

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from actionlab.pretrained.registry import Release, get, releases
 
-__all__ = ["fetch", "list_table", "main", "markdown_table", "show"]
+__all__ = ["fetch", "list_table", "main", "markdown_table", "next_step", "show"]
 
 WEIGHTS_START, WEIGHTS_END = "<!-- weights:start -->", "<!-- weights:end -->"
 
@@ -160,21 +160,24 @@ def fetch(
     dst = directory / f"{release.name}.ckpt"
     family = importlib.import_module("actionlab.models.convert.__main__")
     family.main(_convert_argv(release, src, dst))
+    print(next_step(release, dst))
+    return dst
+
+
+def next_step(release: Release, ckpt: str | os.PathLike) -> str:
+    """What ``fetch`` prints last: the ``eval.py`` command of the paper's row (the docs show
+    it for every family from here, so the page and the tool say the same)."""
     if release.task == "init":
-        print(
-            f"{dst} holds initial weights (the classifier is zero): the starting point of "
+        return (
+            f"{ckpt} holds initial weights (the classifier is zero): the starting point of "
             f"model={release.config} training, not an evaluation row"
         )
-    elif release.paper:
-        print(
+    if release.paper:
+        return (
             f"reproduce the paper's row (top-1 {_paper(release)} on {release.paper.views}, "
-            f"{release.paper.source}):"
+            f"{release.paper.source}):\n  {release.eval_command(ckpt)}"
         )
-        print(f"  {release.eval_command(dst)}")
-    else:
-        print(f"no reported accuracy for {release.name}; evaluate it with:")
-        print(f"  {release.eval_command(dst)}")
-    return dst
+    return f"no reported accuracy for {release.name}; evaluate it with:\n  {release.eval_command(ckpt)}"
 
 
 def _lookup(name: str) -> Release:
