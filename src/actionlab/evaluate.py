@@ -25,7 +25,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from actionlab.config.schema import validate_eval_config, validate_node
 from actionlab.data.readers import make_reader
+from actionlab.data.workers import worker_init_fn
 from actionlab.data.views import PROTOCOLS, MultiViewDataset, ViewProtocol, resolve_protocol
 from actionlab.lit.module import VideoClassifier
 from actionlab.models.convert.common import load_state_dict_strict, read_lab_checkpoint
@@ -101,6 +103,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     ``{split}/loss``; writes ``metrics.json``, ``per_class.csv``, ``predictions.csv``,
     ``confused_pairs.csv``, ``confusion.png`` and ``report.md`` in ``paths.output_dir``.
     """
+    validate_eval_config(cfg)
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.eval.protocol not in PROTOCOLS:
@@ -114,6 +117,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     try:
         module, info = load_classifier(cfg.ckpt_path)
         data_cfg = _data_config(cfg, info, cfg.ckpt_path)
+        validate_node(OmegaConf.create({"data": data_cfg}), "data")
         protocol = resolve_protocol(cfg.eval, data_cfg)
         module.aggregate = protocol.aggregate
         module.max_views_per_batch = cfg.eval.get("max_views_per_batch")
@@ -154,6 +158,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             shuffle=False,
             num_workers=int(data_cfg.num_workers),
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=worker_init_fn(trainer.global_rank),
         )
         log.info("protocol %s: %d videos x %d views", protocol.name, len(dataset), protocol.views)
         start = time.perf_counter()
@@ -184,9 +189,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 prefix=cfg.split,
             )
             log_artefacts_to_wandb(loggers, artefacts, prefix=cfg.split)
-            bad = getattr(dataset, "bad_videos", {})
-            if bad:
-                log.warning("%d videos could not be read and are not in the metrics", len(bad))
+            excluded = int(metrics.get(f"{cfg.split}/excluded_videos", 0))
+            if excluded:
+                log.warning("%d videos could not be read and are not in the metrics", excluded)
             log.info("metrics: %s (report: %s)", metrics, out / "report.md")
         return metrics
     finally:
