@@ -10,7 +10,8 @@ trainer config through the ``al.slurm_*`` resolvers defined here:
   partition and a CPU job never asks for a GPU (``sbatch`` rejects that);
 - ``cpus_per_task = data.num_workers + 1`` (the loader workers and the training process).
 
-Before submitting, :class:`SlurmLauncher` checks the request against the partition (CPUs,
+Before submitting, the launcher (``SlurmLauncherImpl``, loaded by Hydra as
+``hydra_plugins.actionlab_launcher.SlurmLauncher``) checks the request against the partition (CPUs,
 GPUs and nodes per partition, time limit) and fails with the key to change instead of leaving a
 job pending forever; while it waits it logs every job's state and pending reason as they change.
 """
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PartitionInfo",
-    "SlurmLauncher",
+    "SlurmLauncherImpl",
     "check_request",
     "cpus_per_task",
     "devices_per_node",
@@ -340,19 +341,23 @@ class _PendingReporter:
             self.poll()
 
 
-class SlurmLauncher(_SubmititSlurmLauncher or object):  # type: ignore[misc]
-    """Hydra's submitit SLURM launcher that checks the request against the partition before
-    submitting and reports what the jobs are waiting for."""
+def _launcher_class() -> type | None:
+    if _SubmititSlurmLauncher is None:
+        return None
 
-    def __init__(self, **params: Any) -> None:
-        if _SubmititSlurmLauncher is None:
-            raise ImportError("hydra/launcher=slurm needs the submitit launcher: "
-                              "pip install 'actionlab[slurm]' (or hydra-submitit-launcher)")
-        super().__init__(**params)
+    class SlurmLauncherImpl(_SubmititSlurmLauncher):
+        """Hydra's submitit SLURM launcher that checks the request against the partition before
+        submitting and reports what the jobs are waiting for (the plugin class Hydra loads is
+        ``hydra_plugins.actionlab_launcher.SlurmLauncher``)."""
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        check_request(self.params)
-        assert self.config is not None
-        folder = Path(str(self.params["submitit_folder"])).parent
-        with _PendingReporter(folder):
-            return super().launch(job_overrides, initial_job_idx)
+        def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+            check_request(self.params)
+            folder = Path(str(self.params["submitit_folder"])).parent
+            with _PendingReporter(folder):
+                return super().launch(job_overrides, initial_job_idx)
+
+    return SlurmLauncherImpl
+
+
+# None without the submitit launcher (pip install 'actionlab[slurm]').
+SlurmLauncherImpl = _launcher_class()
