@@ -37,6 +37,7 @@ from actionlab.lit.module import VideoClassifier
 from actionlab.lit.preemption import HPC_PREFIX, SlurmPreemption
 from actionlab.schedules.callback import ResumableSampling
 from actionlab.utils.instantiate import instantiate_collection
+from actionlab.utils.wandb_run import finish_wandb as _finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,14 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     (Lightning's SLURM checkpoints): highest global step, then the latest written."""
     candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob(f"{HPC_PREFIX}*.ckpt")]
                   if p.is_file()]
+    if not candidates:
+        return None
     ranked = sorted(((_progress(p), p) for p in candidates), key=lambda item: item[0])
-    return ranked[-1][1] if ranked and ranked[-1][0][0] >= 0 else None
+    if ranked[-1][0][0] < 0:  # starting over would overwrite them
+        names = ", ".join(str(p) for p in candidates)
+        raise RuntimeError(f"auto_resume: no readable checkpoint among {names}; move them away to start "
+                           "this run over, or pass ckpt_path=<a good checkpoint>")
+    return ranked[-1][1]
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -171,16 +178,6 @@ def _prebuild_ops(cfg: DictConfig, module: VideoClassifier) -> None:
         from actionlab.ops import _extension
 
         _extension.load(warn=False)
-
-
-def _finish_wandb() -> None:
-    """Close the W&B run so the next multirun job starts its own."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
-        wandb.finish()
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

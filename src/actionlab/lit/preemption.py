@@ -40,6 +40,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 from actionlab import slurm
+from actionlab.utils.wandb_run import finish_wandb
 
 __all__ = ["HPC_PREFIX", "Preempted", "SlurmPreemption"]
 
@@ -140,6 +141,7 @@ class SlurmPreemption(Callback):
         self.signum = self.signum or signum
         path = self.save(trainer)
         log.warning("%s: saved %s at global step %d; stopping", _name(signum), path, trainer.global_step)
+        finish_wandb(teardown=True)  # while its service still runs: SLURM signals every process
         self._requeue(trainer, signum)
         raise Preempted(signum, self.requeued)
 
