@@ -205,14 +205,14 @@ class VideoDataset(Dataset):
         self, index: int, rng: np.random.Generator, crop_size: int | None
     ) -> tuple[torch.Tensor, int]:
         """``load`` with decord/FFmpeg's stderr lines moved into the ``VideoReadError``."""
-        with captured_stderr() as native:
-            try:
+        try:
+            with captured_stderr() as native:
                 return self.load(index, rng, crop_size)
-            except VideoReadError as err:
-                if not native.text:
-                    raise
-                decoder = " | ".join(line.strip() for line in native.text.splitlines() if line.strip())
-                raise VideoReadError(f"{err} [decoder: {decoder}]") from err
+        except VideoReadError as err:
+            if not native.text:  # filled in when the block is left
+                raise
+            decoder = " | ".join(line.strip() for line in native.text.splitlines() if line.strip())
+            raise VideoReadError(f"{err} [decoder: {decoder}]") from err
 
     def _report(self, path: str, err: Exception) -> None:
         if path in self.bad_videos:
