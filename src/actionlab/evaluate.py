@@ -165,6 +165,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         results = trainer.test(module, dataloaders=loader, verbose=False)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in results[0].items()}
+        # logged with the metrics; not one of them (bad videos are left out of every metric)
+        excluded = int(metrics.pop(f"{cfg.split}/excluded_videos", 0))
         preds = module.test_predictions
         if trainer.is_global_zero and preds is not None:
             report = ReportInfo(
@@ -189,7 +191,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 prefix=cfg.split,
             )
             log_artefacts_to_wandb(loggers, artefacts, prefix=cfg.split)
-            excluded = int(metrics.get(f"{cfg.split}/excluded_videos", 0))
             if excluded:
                 log.warning("%d videos could not be read and are not in the metrics", excluded)
             log.info("metrics: %s (report: %s)", metrics, out / "report.md")
