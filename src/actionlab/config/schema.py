@@ -22,8 +22,10 @@ the debug log, so a field another module starts reading keeps working before it 
 
 To add a field, e.g. ``data.channel_order``: give ``VideoDataModule.__init__`` the parameter with
 its type hint (``channel_order: str = "rgb"``) and add one line to :data:`RULES`:
-``"data.channel_order": one_of(("rgb", "bgr")),``. An ``eval.*`` key: one line in
-:data:`TYPES` (``"eval.foo": int | None``) and, for a range, one in :data:`RULES`.
+``"data.channel_order": one_of(("rgb", "bgr")),``. A ``module.*`` or ``schedule.*`` field works
+the same way (its constructor). An ``eval.*`` or top-level key: one line in :data:`TYPES`
+(``"eval.foo": int | None``, ``"memory_format": str``) and, for a range or choices, one in
+:data:`RULES`. A new ``eval.protocol`` name needs nothing: the check reads ``PROTOCOLS``.
 """
 
 from __future__ import annotations
@@ -211,7 +213,6 @@ TYPES: dict[str, Any] = {
     "seed": int | None,
     "ckpt_path": str | None,
     "auto_resume": bool,
-    "channels_last_3d": bool,
     "train": bool,
     "test": bool,
     "optimized_metric": str | None,
