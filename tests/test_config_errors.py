@@ -7,6 +7,7 @@ the task rejects the value before building anything and Hydra exits 1 with the m
 
 from __future__ import annotations
 
+import logging
 import runpy
 import sys
 
@@ -59,6 +60,8 @@ EVAL_CASES = {
 def _run_entry_point(script: str, overrides: list[str], capfd) -> str:
     """``python <script> <overrides>`` in this process; returns stderr (it must exit 1)."""
     argv = sys.argv
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     sys.argv = [str(REPO / script), *overrides]
     try:
         with pytest.raises(SystemExit) as exit_info:
@@ -66,6 +69,11 @@ def _run_entry_point(script: str, overrides: list[str], capfd) -> str:
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
+        for handler in root.handlers[:]:  # Hydra configured logging for its job: undo it
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
     assert exit_info.value.code == 1
     return capfd.readouterr().err
 
@@ -116,20 +124,19 @@ def test_every_shipped_schedule_and_experiment_passes():
 
 
 def test_new_constructor_parameter_is_type_checked_without_a_schema_change(tmp_path, monkeypatch):
-    """A field another branch adds to a constructor (e.g. data.channel_order) is checked from its
-    hint; its choices take one line in RULES."""
+    """A field added to a constructor is checked from its hint; its choices take one line in RULES."""
     import actionlab.config.schema as schema
 
     module = tmp_path / "extra_target.py"
-    module.write_text("class Data:\n    def __init__(self, channel_order: str = 'rgb', size: int = 1):\n        pass\n")
+    module.write_text("class Data:\n    def __init__(self, colour_space: str = 'rgb', size: int = 1):\n        pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = OmegaConf.create({"data": {"_target_": "extra_target.Data", "channel_order": 3, "size": 2}})
-    with pytest.raises(ConfigValueError, match=r"data.channel_order must be a string, got 3"):
+    cfg = OmegaConf.create({"data": {"_target_": "extra_target.Data", "colour_space": 3, "size": 2}})
+    with pytest.raises(ConfigValueError, match=r"data.colour_space must be a string, got 3"):
         schema.validate_node(cfg, "data")
-    cfg.data.channel_order = "grb"
+    cfg.data.colour_space = "grb"
     schema.validate_node(cfg, "data")  # no rule yet: any string
-    monkeypatch.setitem(schema.RULES, "data.channel_order", schema.one_of(("rgb", "bgr")))
-    with pytest.raises(ConfigValueError, match=r"data.channel_order must be one of 'rgb', 'bgr', got 'grb'"):
+    monkeypatch.setitem(schema.RULES, "data.colour_space", schema.one_of(("rgb", "yuv")))
+    with pytest.raises(ConfigValueError, match=r"data.colour_space must be one of 'rgb', 'yuv', got 'grb'"):
         schema.validate_node(cfg, "data")
 
 
