@@ -81,15 +81,14 @@ class PrivateCluster:
 
     # -- processes -------------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str], log: Path) -> subprocess.Popen:
-        out = open(log, "ab")
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
-                                start_new_session=True)
-        out.close()
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
+                                    start_new_session=True)
         self.procs.append((name, proc))
         return proc
 
     def _run(self, cmd: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=False, timeout=timeout)
 
     def _job_processes(self) -> list[int]:
         """Processes of this cluster's jobs (slurmstepd, scripts, srun, tasks, loader workers): all
@@ -129,7 +128,7 @@ class PrivateCluster:
         self.procs.clear()
 
     # -- start -----------------------------------------------------------------------------------
-    def start(self) -> "PrivateCluster":
+    def start(self) -> PrivateCluster:
         for path in self.dirs.values():
             path.mkdir(parents=True, exist_ok=True)
         try:

@@ -12,12 +12,18 @@ import runpy
 import sys
 
 import pytest
+from conftest import CONF_DIR, REPO
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from actionlab.config.schema import RULES, ConfigValueError, type_matches, validate_eval_config, validate_train_config
-from conftest import CONF_DIR, REPO
+from actionlab.config.schema import (
+    RULES,
+    ConfigValueError,
+    type_matches,
+    validate_eval_config,
+    validate_train_config,
+)
 
 # override -> (key, value as printed, words of what is allowed)
 TRAIN_CASES = {
@@ -125,7 +131,7 @@ def test_every_shipped_schedule_and_experiment_passes():
 
 def test_new_constructor_parameter_is_type_checked_without_a_schema_change(tmp_path, monkeypatch):
     """A field added to a constructor is checked from its hint; its choices take one line in RULES."""
-    import actionlab.config.schema as schema
+    from actionlab.config import schema
 
     module = tmp_path / "extra_target.py"
     module.write_text("class Data:\n    def __init__(self, colour_space: str = 'rgb', size: int = 1):\n        pass\n")

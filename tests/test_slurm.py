@@ -27,9 +27,8 @@ from typing import Any
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import REPO
+from omegaconf import OmegaConf
 from slurm_cluster import PrivateCluster
 
 pytestmark = pytest.mark.slow
@@ -109,7 +108,7 @@ def _fresh_copy(dest: Path) -> Path:
 
 def _preempt(cluster: PrivateCluster, job: str, how: str) -> None:
     cmd = ["scontrol", "requeue", job] if how == "requeue" else ["scancel", "-s", how, job]
-    done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, f"{cmd}: {done.stderr}"
 
 
@@ -117,12 +116,12 @@ def _start_held_jobs(cluster: PrivateCluster) -> None:
     """Requeued jobs wait 121 s for their BeginTime; a busy cluster's scheduler would start them
     as soon as it could, and so does this one."""
     queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%r"], env=cluster.env, capture_output=True,
-                           text=True, timeout=30).stdout
+                           text=True, check=False, timeout=30).stdout
     for line in queue.splitlines():
         job, _, reason = line.partition("|")
         if reason.strip() == "BeginTime":
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=cluster.env,
-                           capture_output=True, timeout=30)
+                           capture_output=True, check=False, timeout=30)
 
 
 def _drive(cluster: PrivateCluster, runs: dict[str, Run]) -> None:
@@ -182,7 +181,7 @@ def slurm(tmp_path_factory):
 def _sacct(cluster: PrivateCluster, job: str) -> dict[str, Any]:
     """The job's last attempt from the accounting database, and the states of all its attempts."""
     out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-o", "JobID,State,NodeList", "-j", job],
-                         env=cluster.env, capture_output=True, text=True, timeout=60)
+                         env=cluster.env, capture_output=True, text=True, check=False, timeout=60)
     attempts = [line.split("|") for line in out.stdout.splitlines() if line.split("|")[0] == job]
     assert attempts, f"sacct knows no job {job}: {out.stderr}"
     return {"state": attempts[-1][1], "nodes": attempts[-1][2], "attempts": [a[1] for a in attempts]}
@@ -255,7 +254,7 @@ def test_ddp_over_two_tasks(slurm, name, nodes):
     info = _sacct(cluster, job)
     assert info["state"] == "COMPLETED", info
     used = subprocess.run(["scontrol", "show", "hostnames", info["nodes"]], env=cluster.env, capture_output=True,
-                          text=True, timeout=30).stdout.split()
+                          text=True, check=False, timeout=30).stdout.split()
     assert len(used) == nodes and set(used) <= set(cluster.nodes), info
     task_logs = sorted((run.sweep_dir / ".submitit" / job).glob(f"{job}_*_log.*"))
     assert len(task_logs) == 4, task_logs  # out + err per task (rank)

@@ -24,13 +24,16 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 try:
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurmLauncher
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        SlurmLauncher as _SubmititSlurmLauncher,
+    )
 except ImportError:  # the launcher plugin is the optional extra actionlab[slurm]
     _SubmititSlurmLauncher = None
 
@@ -127,7 +130,7 @@ def parse_sinfo(text: str) -> list[PartitionInfo]:
     return list(found.values())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sinfo() -> tuple[PartitionInfo, ...] | None:
     if shutil.which("sinfo") is None:
         return None
@@ -277,7 +280,7 @@ def requeue() -> bool:
     if not job:
         log.warning("not a SLURM job: nothing to requeue")
         return False
-    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False, timeout=60)
     if proc.returncode == 0:
         log.warning("requeued SLURM job %s", job)
         return True
@@ -295,12 +298,12 @@ class _PendingReporter:
         self._seen: dict[str, tuple[str, str]] = {}
         self._thread = threading.Thread(target=self._run, name="slurm-pending-reporter", daemon=True)
 
-    def __enter__(self) -> "_PendingReporter":
+    def __enter__(self) -> _PendingReporter:  # noqa: PYI034 (a private class, never subclassed)
         if shutil.which("squeue"):
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
@@ -317,7 +320,7 @@ class _PendingReporter:
             return
         try:
             out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%r"],
-                                 capture_output=True, text=True, timeout=30).stdout
+                                 capture_output=True, text=True, check=False, timeout=30).stdout
         except (OSError, subprocess.SubprocessError):
             return
         for line in out.splitlines():

@@ -44,10 +44,10 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 __all__ = [
-    "ConfigValueError",
     "RULES",
-    "Rule",
     "TYPES",
+    "ConfigValueError",
+    "Rule",
     "at_least",
     "between",
     "each",
@@ -282,7 +282,7 @@ def type_matches(value: Any, hint: Any) -> bool:
 
 
 # -- checking ----------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _constructor_hints(target: str) -> tuple[dict[str, Any], bool] | None:
     """``({parameter: hint}, accepts **kwargs)`` of ``target``'s constructor, None if unknown."""
     module, _, name = target.rpartition(".")
@@ -331,7 +331,7 @@ def validate_node(cfg: DictConfig, path: str, fields: Mapping[str, Any] | None =
         known, open_kwargs = described
     else:
         known = fields
-    for key in node.keys():
+    for key in node:
         key = str(key)
         if key.startswith("_") and key.endswith("_"):
             continue
@@ -348,7 +348,7 @@ def validate_node(cfg: DictConfig, path: str, fields: Mapping[str, Any] | None =
         _check(full, value, known[key])
         if isinstance(value, dict):  # declared nested fields (data.augment.train_crop)
             prefix = f"{full}."
-            for nested, rule in RULES.items():
+            for nested in RULES:
                 if nested.startswith(prefix) and nested[len(prefix):] in value:
                     _check(nested, value[nested[len(prefix):]], None)
 
@@ -384,7 +384,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
     fields = _declared("eval")
     node = cfg.get("eval")
     if isinstance(node, DictConfig):
-        for key in node.keys():
+        for key in node:
             if str(key) not in fields:
                 log.debug("eval.%s is not declared in actionlab.config.schema.TYPES", key)
         validate_node(cfg, "eval", {k: v for k, v in fields.items() if k in node})
