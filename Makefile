@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 
-.PHONY: install install-dev train test test-fast bench lint zoo registry docs docs-serve notebooks gpu-kit clean
+.PHONY: install install-dev train test test-fast test-slurm bench lint zoo registry docs docs-serve notebooks gpu-kit clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: install-dev
 
 test-fast: install-dev
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# The SLURM tests alone: a private cluster (munge, MariaDB + slurmdbd, slurmctld, two slurmd
+# nodes) on this machine, as root, from Debian's packages (.ci/run installs them); they skip with
+# the reason where those are missing.
+test-slurm: install-dev
+	$(PY) -m pytest tests/test_slurm.py $(ARGS)
 
 bench: install
 	$(PY) bench/rubiks_shift.py

@@ -79,7 +79,8 @@ def test_schedule_configs_and_print(capsys):
 
 
 def test_scale_out_configs():
-    cfg = _compose("trainer=ddp_multinode", "hydra/launcher=submitit_slurm", "trainer.num_nodes=3")
+    cfg = _compose("trainer=ddp_multinode", "hydra/launcher=slurm", "trainer.num_nodes=3", "trainer.devices=8",
+                   "trainer.accelerator=gpu")
     assert cfg.hydra.launcher.tasks_per_node == cfg.trainer.devices == 8
     assert cfg.hydra.launcher.nodes == 3 and cfg.hydra.launcher.gpus_per_node == 8
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.plugins[-1].auto_requeue is True

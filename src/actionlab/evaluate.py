@@ -34,7 +34,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from actionlab.config.schema import validate_eval_config, validate_node
 from actionlab.data.readers import make_reader
+from actionlab.data.workers import worker_init_fn
 from actionlab.data.views import PROTOCOLS, MultiViewDataset, ViewProtocol, resolve_protocol
 from actionlab.lit.module import VideoClassifier
 from actionlab.models.convert.common import load_state_dict_strict, read_lab_checkpoint
@@ -200,6 +202,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]
     ``predictions.csv``, ``confused_pairs.csv``, ``confusion.png`` and ``report.md`` in
     ``paths.output_dir``.
     """
+    validate_eval_config(cfg)
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.eval.protocol is not None and cfg.eval.protocol not in PROTOCOLS:
@@ -214,6 +217,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]
         typed = command_line_keys(cfg, overrides)
         module, info = load_classifier(cfg.ckpt_path, model_overrides=cfg.get("model_overrides"))
         data_cfg, eval_cfg, changes = resolve_inputs(cfg, info, typed)
+        validate_node(OmegaConf.create({"data": data_cfg}), "data")
         changes = [*changes, *module.protocol_changes]
         if changes:
             log.info(describe_changes(checkpoint_protocol(info) or {}, changes))
@@ -260,12 +264,15 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]
             shuffle=False,
             num_workers=int(data_cfg.num_workers),
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=worker_init_fn(trainer.global_rank),
         )
         log.info("protocol %s: %d videos x %d views", protocol.name, len(dataset), protocol.views)
         start = time.perf_counter()
         results = trainer.test(module, dataloaders=loader, verbose=False)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in results[0].items()}
+        # logged with the metrics; not one of them (bad videos are left out of every metric)
+        excluded = int(metrics.pop(f"{cfg.split}/excluded_videos", 0))
         preds = module.test_predictions
         if trainer.is_global_zero and preds is not None:
             report = ReportInfo(
@@ -301,9 +308,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]
                 prefix=cfg.split,
             )
             log_artefacts_to_wandb(loggers, artefacts, prefix=cfg.split)
-            bad = getattr(dataset, "bad_videos", {})
-            if bad:
-                log.warning("%d videos could not be read and are not in the metrics", len(bad))
+            if excluded:
+                log.warning("%d videos could not be read and are not in the metrics", excluded)
             log.info("metrics: %s (report: %s)", metrics, out / "report.md")
         return metrics
     finally:

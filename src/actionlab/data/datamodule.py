@@ -46,12 +46,15 @@ from actionlab.data.transforms import (
     GpuClipAugment,
     build_photometric,
 )
+from actionlab.data.workers import worker_init_fn
+from actionlab.utils.stderr import captured_stderr
 
 __all__ = [
     "BAD_VIDEO_POLICIES",
     "SAMPLINGS",
     "VideoDataModule",
     "VideoDataset",
+    "excluded_index",
     "read_bad_video_reports",
     "record_window",
 ]
@@ -63,6 +66,12 @@ SAMPLINGS = ("segment", "dense")
 # Frame rate assumed for time windows when the backend does not know it (frame folders).
 DEFAULT_FPS = 30.0
 BatchSamplerFactory = Callable[[Sampler, int, bool], BatchSampler]
+
+
+def excluded_index(index: int) -> int:
+    """The index an evaluation item carries when it stands in for bad video ``index``: negative,
+    so metrics leave it out (``-(index + 1)``; ``-1 - i`` maps back)."""
+    return -1 - index
 
 
 def read_bad_video_reports(report_dir: str | None) -> dict[str, str]:
@@ -114,6 +123,13 @@ class VideoDataset(Dataset):
     "Once" holds across DataLoader workers and epochs when ``report_dir`` is set: the first
     process to see a bad video creates ``<report_dir>/<sha1(path)>.bad`` (atomically) and only
     that process logs it; ``read_bad_video_reports`` collects them for the epoch-end report.
+    A process never opens a video it already found bad again, and what decord/FFmpeg print
+    about it goes into that one log line instead of the console (``utils.stderr``).
+
+    Training batches need full batches, so the replacement trains in the bad video's place.
+    Evaluation must not count a substitute: outside training the item carries the negative
+    index ``-(index + 1)`` of the bad video (``excluded_index``), and ``VideoClassifier`` leaves
+    such items out of the validation/test metrics and counts them (``val/excluded_videos``).
 
     An item is an ``int`` or ``(index, crop_size)`` (multigrid short cycle): the latter crops
     at ``crop_size`` with the training short-side range scaled by ``crop_size / crop_size``.
@@ -204,6 +220,19 @@ class VideoDataset(Dataset):
             return self.transform(frames, record.label, rng)
         return self.transform(frames, record.label, rng, crop_size=crop_size)
 
+    def _load_quietly(
+        self, index: int, rng: np.random.Generator, crop_size: int | None
+    ) -> tuple[torch.Tensor, int]:
+        """``load`` with decord/FFmpeg's stderr lines moved into the ``VideoReadError``."""
+        try:
+            with captured_stderr() as native:
+                return self.load(index, rng, crop_size)
+        except VideoReadError as err:
+            if not native.text:  # filled in when the block is left
+                raise
+            decoder = " | ".join(line.strip() for line in native.text.splitlines() if line.strip())
+            raise VideoReadError(f"{err} [decoder: {decoder}]") from err
+
     def _report(self, path: str, err: Exception) -> None:
         if path in self.bad_videos:
             return
@@ -232,15 +261,16 @@ class VideoDataset(Dataset):
         current = index
         for attempt in range(self.max_retries + 1):
             rng = self._rng(current, attempt)
-            try:
-                clip, label = self.load(current, rng, crop_size)
-                return clip, label, current
-            except VideoReadError as err:
-                path = self.records[current].path
-                if self.bad_video_policy == "fail":
-                    raise
-                self._report(path, err)
-                current = int(rng.integers(len(self.records)))
+            path = self.records[current].path
+            if path not in self.bad_videos:
+                try:
+                    clip, label = self._load_quietly(current, rng, crop_size)
+                    return clip, label, current if current == index or self.train else excluded_index(index)
+                except VideoReadError as err:
+                    if self.bad_video_policy == "fail":
+                        raise
+                    self._report(path, err)
+            current = int(rng.integers(len(self.records)))
         raise VideoReadError(
             f"{self.max_retries + 1} videos in a row failed to load, starting at "
             f"{self.records[index].path}; check data.root and the video files (see bad_videos.txt)"
@@ -496,6 +526,7 @@ class VideoDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=worker_init_fn(getattr(self.trainer, "global_rank", 0) or 0),
         )
         if shuffle and self.batch_sampler_factory is not None:
             batch_sampler = self.batch_sampler_factory(
