@@ -14,6 +14,10 @@ A page asks for a table with an HTML comment on a line of its own (invisible if 
 ``<!-- bench: NAME -->``
     A table from ``bench/results/NAME.json`` (``rubiks_shift``, ``train_step``,
     ``train_step_zoo2``, ``dataloader``, ``multigrid``, ``multigrid_24ep``, ``zoo``).
+    ``<!-- bench: gpu -->`` is the GPU run kit's section of ``bench/RESULTS.md`` as
+    ``bench/gpu/report.py`` makes it from ``bench/results/gpu/*.json`` (the files a GPU run of
+    ``bench/gpu/run.sh`` returned): the machine, the step table, the kernel and train-step
+    figures, or, until a GPU run is there, the statement that nothing has run on a GPU.
 ``<!-- weights: all -->``, ``<!-- weights: FAMILY[,FAMILY] -->``
     The released checkpoints of ``actionlab.pretrained`` (every entry, or those of the
     converter families named): ``fetch`` name, model and data configs, frames x test crop,
@@ -80,8 +84,9 @@ def _pct(value: float) -> str:
 
 
 def _bench_module(name: str):
-    """A script of ``bench/`` as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    """A script of ``bench/`` (``name`` relative to it, e.g. ``gpu/report``) as a module (they are
+    scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name.replace('/', '_')}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -301,6 +306,19 @@ def bench_multigrid() -> str:
 
 def bench_multigrid_24ep() -> str:
     return _multigrid("multigrid_24ep")
+
+
+GPU_RESULTS = RESULTS / "gpu"
+
+
+def bench_gpu() -> str:
+    report = _bench_module("gpu/report")
+    section = report.gpu_section(report.read_run(GPU_RESULTS) if GPU_RESULTS.is_dir() else {})
+    # Its heading and how-it-was-made paragraph are RESULTS.md's; the page has its own.
+    head, _, body = section.partition("\n\n")
+    if not head.startswith("## GPU run kit"):
+        raise ValueError(f"docs: bench/gpu/report.py's section starts with {head!r}, not '## GPU run kit'")
+    return body.partition("\n\n")[2]
 
 
 BENCH = {name[len("bench_"):]: fn for name, fn in globals().items() if name.startswith("bench_")}

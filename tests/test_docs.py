@@ -9,6 +9,7 @@ block of the docs or the README is composed with Hydra exactly as written (sweep
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pkgutil
 import re
@@ -67,6 +68,8 @@ def test_site_builds_strictly_with_generated_tables(site):
     assert "<!-- zoo" not in rubiks
     bench = (site / "benchmarks" / "index.html").read_text()
     assert "8x8x54x56x56" in bench and "<!-- bench" not in bench  # from bench/results/rubiks_shift.json
+    # bench/gpu/report.py's section: a GPU run's machine, or that nothing has run on a GPU
+    assert 'id="gpu-run-kit"' in bench and ("Machine: " in bench or "Nothing in this lab has run on a GPU" in bench)
     multigrid = (site / "training" / "multigrid" / "index.html").read_text()
     assert "multigrid_sqrt" in multigrid
     api = (site / "reference" / "ops" / "index.html").read_text()
@@ -80,7 +83,8 @@ def test_site_builds_strictly_with_generated_tables(site):
     evaluation = (site / "evaluation" / "index.html").read_text()
     assert "<code>pyslowfast_10x3</code>" in evaluation and "<!-- protocols" not in evaluation
     assert 'id="frames-evalsampling"' in evaluation  # the heading after a generated table survives
-    assert "find_by_file" in (site / "reference" / "tasks" / "index.html").read_text()
+    tasks = (site / "reference" / "tasks" / "index.html").read_text()
+    assert "find_by_file" in tasks and "check_request" in tasks and "ConfigValueError" in tasks
     for name in ("quickstart", "rubiks_shifts", "zoo"):
         page = (site / "notebooks" / name / "index.html").read_text()
         assert "data:image/png" in page, f"{name}: the rendered notebook has no figure output"
@@ -101,6 +105,27 @@ def test_generated_table_directives_fail_loudly():
     with pytest.raises(ValueError, match="only 'all'"):
         hooks.render("<!-- protocols: 1clip -->")
     assert hooks.render("text\n<!-- not a directive -->\n") == "text\n<!-- not a directive -->\n"
+
+
+def test_gpu_section_is_the_kits_report(tmp_path, monkeypatch):
+    """<!-- bench: gpu --> renders bench/gpu/report.py's section from bench/results/gpu/: the
+    statement that nothing ran on a GPU until a GPU run is there, then that run's figures."""
+    hooks = _hooks()
+    report = hooks._bench_module("gpu/report")
+    assert re.search(r"^<!-- bench: gpu -->$", (DOCS / "benchmarks.md").read_text(), re.MULTILINE)
+    monkeypatch.setattr(hooks, "GPU_RESULTS", tmp_path / "gpu")
+    empty = hooks.render("<!-- bench: gpu -->")
+    assert empty.startswith("**Nothing in this lab has run on a GPU yet.**")
+    assert empty in report.gpu_section({}) and "## " not in empty
+    (tmp_path / "gpu").mkdir()
+    gpu = {"name": "NVIDIA H200", "capability": "9.0", "sms": 132, "memory_gib": 139.8, "l2_mib": 60}
+    step = {"name": "setup", "status": "ok", "seconds": 20, "budget": 45}
+    for mode, expected in (("rehearse", "Nothing in this lab"), ("gpu", "NVIDIA H200 (sm_90, 132 SMs")):
+        (tmp_path / "gpu" / "setup.json").write_text(json.dumps(
+            {"mode": mode, "env": {"gpu": gpu, "torch": "2.11.0+cu130"}, "steps": {"1": step}}))
+        page = hooks.render("<!-- bench: gpu -->")
+        assert expected in page and page in report.gpu_section(report.read_run(tmp_path / "gpu"))
+    assert "| 1 | setup | ok | 20 / 45 |" in page
 
 
 def test_released_weights_tables_come_from_the_registry():
@@ -285,8 +310,24 @@ def test_the_docs_and_readme_show_many_commands():
     readme = [c for c in commands if c.where.startswith("README.md")]
     assert len(readme) >= 15
     assert {c.config for c in commands} == {"train", "eval", "predict"}
-    assert any(c.multirun and "hydra/launcher=submitit_slurm" in c.overrides for c in commands)
+    assert any(c.multirun and "hydra/launcher=slurm" in c.overrides for c in commands)
     assert any("hparams_search=optuna" in c.overrides for c in commands)
+    # The plugin's own config would skip the lab's request derivation and partition checks.
+    raw = [f"{c.where}: {c.line}" for c in commands if "hydra/launcher=submitit_slurm" in c.overrides]
+    assert not raw, "use hydra/launcher=slurm, not the plugin's submitit_slurm:\n" + "\n".join(raw)
+
+
+def test_the_pages_show_the_sweep_and_slurm_commands_the_tests_run():
+    """tests/test_sweeps.py and tests/test_slurm.py run these commands verbatim; the pages that
+    teach them must show exactly those."""
+    from test_slurm import COMMANDS
+    from test_sweeps import GPU_RECIPE, LOCAL_SWEEP
+
+    distributed = (DOCS / "training" / "distributed.md").read_text()
+    sweeps = (DOCS / "training" / "sweeps.md").read_text()
+    missing = [c for c in (*COMMANDS.values(), GPU_RECIPE) if c not in distributed]
+    missing += [c for c in (LOCAL_SWEEP, COMMANDS["sweep"]) if c not in sweeps]
+    assert not missing, f"the docs lost commands the tests run: {missing}"
 
 
 def test_every_documented_command_composes():

@@ -245,10 +245,10 @@ def gpu_section(run: dict[str, dict]) -> str:
            "see `bench/gpu/README.md`. Do not edit by hand.")
     if setup.get("mode") != "gpu" or not gpu:
         nothing = ("**Nothing in this lab has run on a GPU yet.** The kit is built and rehearsed on the CPU "
-                   "(`bash bench/gpu/run.sh --rehearse`, run by CI), but no GPU machine has been lent to a "
-                   "session since it was written, so every speed figure in this file is a CPU figure: the "
-                   "RubiksShift CUDA kernels, bf16-mixed training, channels-last 3D convolutions and the "
-                   "loader feeding a device are unmeasured on a GPU.")
+                   "(`bash bench/gpu/run.sh --rehearse`, run by CI) but has not run on a GPU machine yet, so "
+                   "every speed figure of the lab is a CPU figure: the RubiksShift CUDA kernels, bf16-mixed "
+                   "training, channels-last 3D convolutions and the loader feeding a device are unmeasured "
+                   "on a GPU.")
         return f"## GPU run kit (issue 14)\n\n{how}\n\n{nothing}"
     env = setup["env"]
     machine = (f"Machine: {gpu['name']} (sm_{gpu['capability'].replace('.', '')}, {gpu['sms']} SMs, "
