@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 ARGS ?=
 
-.PHONY: install install-dev train test test-fast bench lint zoo clean
+.PHONY: install install-dev train test test-fast test-slurm bench lint zoo registry docs docs-serve notebooks gpu-kit clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,21 @@ test: install-dev
 test-fast: install-dev
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# The SLURM tests alone: a private cluster (munge, MariaDB + slurmdbd, slurmctld, two slurmd
+# nodes) on this machine, as root, from Debian's packages (.ci/run installs them); they skip with
+# the reason where those are missing.
+test-slurm: install-dev
+	$(PY) -m pytest tests/test_slurm.py $(ARGS)
+
 bench: install
 	$(PY) bench/rubiks_shift.py
 	$(PY) bench/train_step.py
+
+# The GPU run kit: the wheels the GPU machine lacks (bench/gpu/wheels.txt) into the ignored .whl/,
+# their sizes, a refusal when the tree + .whl would exceed the 64 MiB that travels, and a check that
+# every import of the lab is met there. Then send `bash bench/gpu/run.sh` (bench/gpu/README.md).
+gpu-kit: install
+	$(PY) bench/gpu/kit.py download
 
 lint: install-dev
 	$(PY) -m pip install -q ruff
@@ -47,5 +59,23 @@ lint: install-dev
 zoo: install
 	$(PY) -m actionlab.profile --zoo --readme README.md $(ARGS)
 
+# The documentation site (docs/, mkdocs.yml): a strict build into site/; any warning fails.
+# It also refreshes docs/model_profiles.json (the model tables' counts; commit it).
+docs: install-dev
+	ACTIONLAB_DOCS_WRITE_PROFILES=1 $(PY) -m mkdocs build --strict
+
+docs-serve: install-dev
+	$(PY) -m mkdocs serve
+
+# Executes notebooks/*.ipynb and stores the executed copies in docs/notebooks/ (what the site
+# renders; the sources stay without outputs). Trains small models: minutes on a CPU.
+notebooks: install-dev
+	$(PY) docs/execute_notebooks.py $(ARGS)
+
+# Regenerates the README table of released weights (actionlab/pretrained/registry.py) between
+# the weights markers.
+registry: install
+	$(PY) -m actionlab.pretrained readme README.md
+
 clean:
-	rm -rf $(VENV) logs .pytest_cache
+	rm -rf $(VENV) logs .pytest_cache site .cache

@@ -5,7 +5,7 @@ Both arms train the same model for the same *base* epochs: the baseline with a s
 epochs, relative LRs) from the same base ``(B, T, S)``. The multigrid arm runs once per
 ``--lr-scaling`` value (how a stage's LR follows its batch factor), side by side with one
 baseline, so the rows compare within one run. Also prints the iteration ratio of the default
-PySlowFast schedule (K400 SlowFast: 3.42x fewer iterations; the note's 69.8 vs 239).
+PySlowFast schedule (K400 SlowFast: 3.42x fewer iterations: 69.8 vs 239 baseline-epoch equivalents).
 
     python bench/multigrid.py [--epochs 12] [--model rubiks_tiny] [--batch 16] [--frames 8] [--crop 56]
                               [--lr-scaling linear sqrt] [--warmup 0]

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         if flag not in argv:
             argv += [flag, value]
     out = Path(argv[argv.index("--out") + 1])
-    train_step.CASES = CASES
+    train_step.CASES = train_step.GPU_CASES = CASES  # this family on CPU and GPU alike
     train_step.main(argv)
     payload = json.loads(out.read_text())
     payload["summary"] = overheads(payload["rows"])

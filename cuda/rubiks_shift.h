@@ -8,8 +8,8 @@
 // base = floor(s) - 1:
 //   value weights v:      (0, 1 - r, r) interpolated, or one-hot at floor(s + 0.5) quantised;
 //   derivative weights d: (0, -1, 1) inside a cell, or (-0.5, 0, 0.5) at an exactly integer
-//                         shift (the central difference of the released 2D kernel; see
-//                         ARCHITECTURE.md "Decisions").
+//                         shift (the central difference of the released 2D kernel, not the
+//                         released 3D kernel's variant; docs/operators.md).
 // The forward and the input gradient use v only; the shift gradient of axis a uses d on a and
 // v on the others. With quantisation the forward and the input gradient use the rounded shifts
 // while the shift gradient is the derivative of the interpolation at the unrounded shifts

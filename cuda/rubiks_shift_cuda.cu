@@ -4,7 +4,7 @@
 // that tests them without a GPU); this file adds the CUDA launcher, the device checks and the
 // registration.
 //
-// Differences from the released kernel (StanfordVL/RubiksNet, see the paper note section 1.6):
+// Differences from the released kernel (StanfordVL/RubiksNet; docs/operators.md):
 // launches on the current stream under a CUDAGuard of the input's device, 64-bit indexing,
 // float/double/half/bfloat16 with float accumulation (double for double), no THC, and the
 // shift gradient reduced per channel in registers, warp shuffles and shared memory into one

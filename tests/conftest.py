@@ -93,6 +93,10 @@ def compose_eval(tmp_path) -> Callable[..., DictConfig]:
 
     def make(*overrides: str) -> DictConfig:
         base = ["trainer=cpu", "+trainer.enable_progress_bar=false", "eval.num_workers=0"]
-        return _compose("eval", [*base, *overrides], tmp_path / "eval")
+        cfg = _compose("eval", [*base, *overrides], tmp_path / "eval")
+        with open_dict(cfg):
+            # What Hydra hands the app: eval.py's command-line values beat the checkpoint's protocol.
+            cfg.hydra = {"overrides": {"task": [*base, *overrides]}}
+        return cfg
 
     return make

@@ -88,9 +88,12 @@ def test_full_epoch_with_two_workers_survives_every_kind_of_bad_video(tmp_path):
     for stage in ("train", "val"):
         seen = model.seen[stage]
         # Every item produced a clip (2 full batches), only ever from a good video, and every
-        # good video was seen (each good index loads itself).
+        # good video was seen (each good index loads itself). Validation marks the substitutes
+        # of bad videos with their negative index (-1 - i) so that metrics leave them out.
         assert len(seen) == 14, stage
-        assert set(seen) == good_index, stage
+        assert {i for i in seen if i >= 0} == good_index, stage
+        excluded = sorted(-1 - i for i in seen if i < 0)
+        assert excluded == ([] if stage == "train" else sorted(set(range(14)) - good_index)), stage
     assert model.shapes == {(3, 4, 24, 24)}
 
     # Each bad video recorded exactly once across the 2 workers, train and val.

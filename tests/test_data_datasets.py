@@ -1,6 +1,9 @@
 """Annotation parsers of every benchmark on fixtures in the official layouts, and the data configs."""
 
+import shutil
 from pathlib import Path
+
+import hydra
 
 import pytest
 from conftest import CONF_DIR
@@ -16,6 +19,7 @@ from actionlab.data.datasets.hmdb51 import HMDB51Annotations
 from actionlab.data.datasets.kinetics import KineticsAnnotations
 from actionlab.data.datasets.mit import MomentsInTimeAnnotations
 from actionlab.data.datasets.ssv1 import SSv1Annotations
+from actionlab.data.datasets.ssv2 import SSv2Annotations
 from actionlab.data.datasets.ucf101 import UCF101Annotations
 
 FIX = Path(__file__).parent / "fixtures"
@@ -202,13 +206,101 @@ def test_data_configs_build_their_datamodules(tmp_path):
     GlobalHydra.instance().clear()
 
 
-def test_ssv2_flip_map_swaps_left_right_pairs():
+def _swap_left_right(name):
+    words = {"left": "right", "right": "left"}
+    return " ".join(words.get(w, w) for w in name.split(" "))
+
+
+def _assert_flip_map_swaps_names(flip_map, names):
+    """Each pair of the map is a left/right swap by name, and every such pair is in the map."""
+    for a, b in flip_map.items():
+        assert flip_map[b] == a and names[b] == _swap_left_right(names[a]) != names[a], (a, b)
+    index = {n: i for i, n in enumerate(names)}
+    mirrored = {i: index[_swap_left_right(n)] for i, n in enumerate(names)
+                if _swap_left_right(n) != n and _swap_left_right(n) in index}
+    assert mirrored == dict(flip_map)
+
+
+def test_flip_maps_swap_left_right_classes_by_name():
+    """The real 174-class files (SSv1 label csv in file order, SSv2 labels.json) through the
+    parsers: the configs' flip maps name left/right pairs of their class ids."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["data=ssv2"])
+        v2 = compose("train", overrides=["data=ssv2"])
         v1 = compose("train", overrides=["data=ssv1"])
     GlobalHydra.instance().clear()
-    # mmaction2 sthv2/sthv1 flip maps: "... from left to right" <-> "... from right to left".
-    assert dict(cfg.data.flip_label_map) == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
-    assert dict(v1.data.flip_label_map) == {2: 4, 4: 2, 30: 41, 41: 30, 52: 66, 66: 52}
-    assert cfg.data.flip is False  # TSM/RubiksNet recipe: no flip
+    v1_names = SSv1Annotations(str(FIX / "ssv1_release")).class_names  # sorted, as TSM
+    v2_names = SSv2Annotations(str(FIX / "ssv2_release")).class_names  # labels.json ids
+    assert len(v1_names) == len(v2_names) == 174
+    _assert_flip_map_swaps_names(dict(v1.data.flip_label_map), v1_names)
+    _assert_flip_map_swaps_names(dict(v2.data.flip_label_map), v2_names)
+    assert dict(v1.data.flip_label_map) == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
+    assert (v1_names[86], v1_names[167]) == (
+        "Pulling something from left to right", "Turning the camera right while filming something")
+    # mmaction2's sthv1 map {2: 4, 30: 41, 52: 66} numbers the label file's lines, not sorted ids.
+    lines = (FIX / "ssv1_release" / "labels" / "something-something-v1-labels.csv").read_text().splitlines()
+    assert lines[2] == _swap_left_right(lines[4]) and v1_names[2] != _swap_left_right(v1_names[4])
+    assert v1.data.flip is False and v2.data.flip is False  # TSM/RubiksNet recipe: no flip
+
+
+def test_ssv2_20bn_release_names_labels_dir_and_overrides(tmp_path):
+    release = FIX / "ssv2_release"  # something-something-v2-{labels,train,validation,test}.json
+    ann = SSv2Annotations(str(release))
+    assert labels(ann.records("train")) == [("78687", 86), ("42326", 107), ("100904", 166)]
+    assert labels(ann.records("val")) == [("74225", 94)] == labels(ann.records("test"))
+    assert labels(SSv2Annotations(str(release), test_file="test.json").records("test")) == [("1420", -1)]
+    # Newer packages: the same files under labels/ (short names here).
+    (tmp_path / "20bn-something-something-v2").mkdir()
+    (tmp_path / "labels").mkdir()
+    for kind in ("labels", "train", "validation"):
+        shutil.copy(release / f"something-something-v2-{kind}.json", tmp_path / "labels" / f"{kind}.json")
+    assert labels(SSv2Annotations(str(tmp_path)).records("val")) == [("74225", 94)]
+    # Any other name, from the data config.
+    shutil.move(tmp_path / "labels" / "validation.json", tmp_path / "val_split.json")
+    with pytest.raises(DatasetLayoutError, match="(?s)tried .*validation.json.*data.annotations.val_file"):
+        SSv2Annotations(str(tmp_path)).records("val")
+    assert labels(SSv2Annotations(str(tmp_path), val_file="val_split.json").records("val")) == [("74225", 94)]
+
+
+def test_ssv2_release_layout_through_the_data_config():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["data=ssv2", f"data.root={FIX / 'ssv2_release'}"])
+    GlobalHydra.instance().clear()
+    dm = hydra.utils.instantiate(cfg.data)
+    assert len(dm.class_names) == 174 and len(dm.annotations.records("train")) == 3
+
+
+def test_ssv1_files_under_labels_and_overridable(tmp_path):
+    ann = SSv1Annotations(str(FIX / "ssv1_release"))  # every csv under labels/
+    assert labels(ann.records("train")) == [("100218", 93), ("48032", 167)]
+    assert labels(ann.records("val")) == [("1420", 87)]
+    renamed = tmp_path / "ssv1"
+    shutil.copytree(FIX / "ssv1_release", renamed)
+    shutil.move(renamed / "labels" / "something-something-v1-labels.csv", renamed / "classes.txt")
+    with pytest.raises(DatasetLayoutError, match="data.annotations.labels_file"):
+        SSv1Annotations(str(renamed)).class_names
+    assert len(SSv1Annotations(str(renamed), labels_file="classes.txt").class_names) == 174
+
+
+@pytest.mark.parametrize("naming", ["downloader", "mmaction2"])
+def test_kinetics_class_folders_with_spaces_or_underscores(tmp_path, naming):
+    """ActivityNet's downloader names class folders by the class (spaces, parentheses);
+    mmaction2's rename_classnames.sh turns the spaces into underscores. Both resolve."""
+    root = tmp_path / "k400"
+    shutil.copytree(FIX / "kinetics400" / "annotations", root / "annotations")
+    ann = KineticsAnnotations(str(root), label_subdirs=True)
+    for split in ("train", "val"):
+        for cls in ann.class_names:
+            folder = cls if naming == "downloader" else cls.replace(" ", "_")
+            (root / split / folder).mkdir(parents=True)
+        for r in ann.records(split):
+            cls = ann.class_names[r.label]
+            folder = cls if naming == "downloader" else cls.replace(" ", "_")
+            (root / split / folder / (r.video_id + ".mp4")).write_bytes(b"x")
+    records = ann.records("train") + ann.records("val")
+    assert len(records) == 6 and all(Path(r.path).is_file() for r in records)
+    football = [r for r in records if r.video_id == "3caPS4FHFF8_000036_000046"][0]
+    assert Path(football.path).parent.name == (
+        "passing American football (in game)" if naming == "downloader"
+        else "passing_American_football_(in_game)")

@@ -54,6 +54,26 @@ def test_three_backends_return_identical_frames(prepared):
     assert DecordReader().probe(video).fps == pytest.approx(12.0)
 
 
+def test_bgr_channel_order_on_every_backend(prepared):
+    """data.channel_order=bgr: every backend returns the RGB frames with channels reversed
+    (OpenCV's order, what SRTG/MTNet releases were trained on), through read and read_sampled."""
+    paths = {
+        "video": str(prepared / "src" / "cls" / "v1.mp4"),
+        "frames": str(prepared / "frames" / "cls" / "v1.mp4"),
+        "sqlite": str(prepared / "sqlite" / "cls" / "v1"),
+    }
+    indices = [0, 3, 3, FRAMES - 1]
+    for backend, path in paths.items():
+        rgb = make_reader(backend).read(path, indices)
+        bgr_reader = make_reader(backend, channel_order="bgr")
+        bgr = bgr_reader.read(path, indices)
+        assert np.array_equal(bgr, rgb[..., [2, 1, 0]]) and not np.array_equal(bgr, rgb)
+        sampled, _ = bgr_reader.read_sampled(path, lambda n, fps: indices)
+        assert np.array_equal(sampled, bgr)
+    with pytest.raises(ValueError, match="data.channel_order must be one of"):
+        make_reader("video", channel_order="rbg")
+
+
 def test_sqlite_layout_is_srtg(prepared):
     folder = prepared / "sqlite" / "cls" / "v1"
     assert (folder / "n_frames").read_text().strip() == str(FRAMES)

@@ -112,13 +112,14 @@ def test_crop_boxes_landscape_portrait_square():
     # Short side 256, long side 455 (16:9 resized), 224 crops.
     assert crop_boxes(256, 455, 224, "center") == [(16, 116)]
     assert crop_boxes(256, 455, 224, "three") == [(16, 0), (16, 116), (16, 231)]
-    # TSM GroupFullResSample: w_step = 231 // 4 = 57, h_step = 8 -> x 0/114/228, y 16.
-    assert crop_boxes(256, 455, 224, "three_tsm") == [(16, 0), (16, 114), (16, 228)]
+    # TSM GroupFullResSample: w_step = 231 // 4 = 57, h_step = 8 -> x 0/228/114, y 16.
+    assert crop_boxes(256, 455, 224, "three_tsm") == [(16, 0), (16, 228), (16, 114)]
     # PySlowFast 3-crop at crop = short side: the crops tile the full frame.
     assert crop_boxes(256, 341, 256, "three") == [(0, 0), (0, 43), (0, 85)]
     # Portrait: top/centre/bottom.
     assert crop_boxes(300, 256, 256, "three") == [(0, 0), (22, 0), (44, 0)]
-    assert crop_boxes(300, 256, 224, "three_tsm") == [(0, 16), (38, 16), (76, 16)]
+    # TSM crops run across the width even on portrait frames: h_step = 76 // 4 = 19.
+    assert crop_boxes(300, 256, 224, "three_tsm") == [(38, 0), (38, 32), (38, 16)]
     # Square frame: the three crops coincide along the long side.
     assert crop_boxes(224, 224, 224, "three") == [(0, 0)] * 3
     assert crop_boxes(225, 230, 224, "center") == [(math.ceil(1 / 2), math.ceil(6 / 2))]

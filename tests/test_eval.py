@@ -188,3 +188,30 @@ def test_bad_protocol_and_split_are_named(compose_eval, tmp_path):
         evaluate.run(compose_eval("ckpt_path=x.ckpt", "eval.protocol=3clip", "split=val"))
     with pytest.raises(ValueError, match="split must be one of"):
         evaluate.run(compose_eval("ckpt_path=x.ckpt", "split=train"))
+
+
+@pytest.mark.slow
+def test_original_protocols_and_bgr_run_through_eval(trained, compose_eval):
+    """TokShift's and SRTG's protocols end to end; data.channel_order=bgr reaches the reader
+    (the same checkpoint scores the BGR frames differently) and the report names the rules."""
+    ckpt, _, root = trained
+    common = [f"ckpt_path={ckpt}", "data=synthetic", f"data.root={root}", *OVERFIT_DATA,
+              *OVERFIT_SIZE, "data.batch_size=2", "split=val"]
+    scores = {}
+    for order in ("rgb", "bgr"):
+        cfg = compose_eval(*common, "eval.protocol=tokshift_10x3", "eval.clips=2",
+                           "data.sampling_rate=2", f"data.channel_order={order}")
+        evaluate.run(cfg)
+        out = Path(cfg.paths.output_dir)
+        saved = json.loads((out / "metrics.json").read_text())["protocol"]
+        assert (saved["name"], saved["views"], saved["resize"], saved["aggregate"]) == (
+            "tokshift_10x3", 6, "tokshift", "logits_mean")
+        assert "TokShift" in saved["reference"]
+        scores[order] = [float(r["top1_score"]) for r in _rows(out / "predictions.csv")]
+        out.joinpath("metrics.json").unlink()
+    assert scores["rgb"] != scores["bgr"]
+    cfg = compose_eval(*common, "eval.protocol=srtg_1x1", "eval.scale_size=36")
+    evaluate.run(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["protocol"]
+    assert (saved["sampling"], saved["scale_size"], saved["crop_size"], saved["views"]) == (
+        "srtg", 36, 32, 1)

@@ -241,7 +241,7 @@ def test_gates_from_epoch_switches_every_sr_block():
         _meta_model(srtg.r3d_34, (1,), num_classes=4, gates_from_epoch=0)
 
 
-# Design note A.2 (analytic from the release; 16x224, 400 classes, max-pool after the stem).
+# Analytic count of the released code (16x224, 400 classes, max-pool after the stem).
 SRTG_FIGURES = {  # name: (params baseline M, params SR M, GMACs baseline, GMACs SR)
     "r3d_34": (63.68, 83.86, 42.65, 42.68),
     "r3d_50": (36.72, 56.90, 26.47, 26.50),
@@ -335,7 +335,7 @@ def test_mtnet_paths_resolutions_and_lateral_link():
     )
 
 
-# Design note A.3 (analytic, 16x224, 400 classes): params M, GRU params M, GMACs.
+# Analytic count of the released MTNet code (16x224, 400 classes): params M, GRU params M, GMACs.
 MTNET_FIGURES = {
     "xs": (21.8, 6.6, 15.9),
     "s": (40.0, 10.9, 18.5),
@@ -350,7 +350,7 @@ def test_mtnet_params_and_macs(size):
     params, macs = count_params(model), mac_breakdown(model, x)
     gru = sum(p.numel() for n, p in model.named_parameters() if ".rnn." in n)
     got = (round(params / 1e6, 1), round(gru / 1e6, 1), round(macs["total"] / 1e9, 1))
-    # The note gives MTNet-S as ~18.6 GMACs; the exact count is 18.55 (rounding in the note).
+    # The analytic count rounded MTNet-S to ~18.6 GMACs; the exact count is 18.55.
     assert got == MTNET_FIGURES[size]
 
 

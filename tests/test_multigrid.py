@@ -1,4 +1,4 @@
-"""Multigrid schedule math (vs the note's worked example), short-cycle sampler, split BN."""
+"""Multigrid schedule math (vs PySlowFast's worked K400 example), short-cycle sampler, split BN."""
 
 import math
 
@@ -28,7 +28,7 @@ from actionlab.schedules.split_bn import (
 
 
 def test_worked_example_k400_slowfast_8x8():
-    """vov3d_x3d_multigrid.md C.2: T0=32, S0=224, STEPS [0,94,154,196], E=239 (SlowFast #231)."""
+    """PySlowFast's K400 SlowFast multigrid schedule: T0=32, S0=224, STEPS [0,94,154,196], E=239 (SlowFast #231)."""
     raw = long_cycle_schedule(32, 224, [0, 94, 154, 196], 239, 1.5)
     ends = [end for *_, end in raw]
     assert ends == [73, 110, 142, 158, 205, 228, 248, 259, 291, 308, 322, 329, 358]
@@ -69,7 +69,7 @@ def test_worked_example_ssv2_and_t16():
 def test_iteration_saving_is_3_4x_for_the_default_schedule():
     sched = MultigridSchedule(64, 32, 224, 239, [0, 94, 154, 196])
     ratio = sched.baseline_iterations(10_000) / sched.iterations(10_000)
-    assert ratio == pytest.approx(239 / 69.8, rel=0.01)  # the note: 69.8 baseline-epoch equivalents
+    assert ratio == pytest.approx(239 / 69.8, rel=0.01)  # 69.8 baseline-epoch equivalents
 
 
 @pytest.mark.parametrize("t0,s0", [(32, 224), (16, 224), (8, 56), (16, 160)])

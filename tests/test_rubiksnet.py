@@ -6,7 +6,7 @@ import torch
 from actionlab.lit.optim import param_groups
 from actionlab.models.rubiksnet import RubiksNet, rubiksnet_tiny
 
-# Released-code parameter counts at 174 classes (design note, section 2.2).
+# Released-code parameter counts at 174 classes (docs/models/rubiksnet.md).
 PARAMS_174 = {"tiny": 1_898_760, "small": 3_597_366, "medium": 6_185_622, "large": 8_538_294}
 
 

@@ -24,7 +24,7 @@ def one_thread():
 
 def test_large_aq_parameter_count_and_released_key_layout():
     model = RubiksNet("large", num_classes=174, variant="rubiks3d-aq")
-    # Paper note section 2.2: 8,563,854 with (C_in, 3) attention logits and (2, C) 2D shifts.
+    # Released layout: 8,563,854 with (C_in, 3) attention logits and (2, C) 2D shifts.
     assert sum(p.numel() for p in model.parameters()) == 8_563_854
     state = model.state_dict()
     assert state["backbone.layer2.0.conv2.0.T"].shape == ()

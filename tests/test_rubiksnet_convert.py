@@ -13,7 +13,7 @@ from actionlab.models.rubiksnet import RubiksNet
 
 
 def official_state_dict(tier: str, variant: str, num_classes: int, seed: int = 0) -> dict:
-    """A state dict with the released key names and shapes (paper note sections 2 and 3.1),
+    """A state dict with the released key names and shapes (the released ``backbone.py``/``models.py``),
     written out from the architecture table, not from our modules."""
     width, repeats, use_se = {"tiny": (54, (3, 4, 6, 3), False), "small": (72, (3, 4, 6, 3), True)}[tier]
     g = torch.Generator().manual_seed(seed)

@@ -28,7 +28,7 @@ from training_helpers import read_rows
 
 SMALL = ["data.num_frames=8", "data.crop_size=32", "data.scale_size=40", "data.train_scale_size=[36,44]"]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-# recipe values from the paper notes: (lr, global batch, epochs, frames, crop)
+# recipe values from the papers and their released configs: (lr, global batch, epochs, frames, crop)
 RECIPES = {
     "tsm_r50_ssv2": (0.01, 64, 50, 8, 224),
     "rubiks_large_ssv2": (0.01, 64, 50, 8, 224),
@@ -79,7 +79,8 @@ def test_schedule_configs_and_print(capsys):
 
 
 def test_scale_out_configs():
-    cfg = _compose("trainer=ddp_multinode", "hydra/launcher=submitit_slurm", "trainer.num_nodes=3")
+    cfg = _compose("trainer=ddp_multinode", "hydra/launcher=slurm", "trainer.num_nodes=3", "trainer.devices=8",
+                   "trainer.accelerator=gpu")
     assert cfg.hydra.launcher.tasks_per_node == cfg.trainer.devices == 8
     assert cfg.hydra.launcher.nodes == 3 and cfg.hydra.launcher.gpus_per_node == 8
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.plugins[-1].auto_requeue is True

@@ -9,7 +9,7 @@ from actionlab.data.datamodule import VideoDataset
 from actionlab.data.datasets.base import VideoRecord
 from actionlab.data.datasets.synthetic import render_clip, write_mp4
 from actionlab.data.readers import DecordReader
-from actionlab.data.sampling import SegmentSampler
+from actionlab.data.sampling import DenseSampler, SegmentSampler
 from actionlab.data.transforms import ClipTransform, resize_short_side
 from actionlab.data.views import (
     PROTOCOLS,
@@ -43,10 +43,10 @@ def test_2clip_centres_then_starts_and_three_tsm_crops():
     assert centres.tolist() == [3, 9, 15, 21, 27, 33, 39, 45]
     assert starts.tolist() == [0, 6, 12, 18, 24, 30, 36, 42]
     # GroupFullResSample: w_step = (340-224)//4 = 29, h_step = (256-224)//4 = 8;
-    # left (0, 2h), centre (2w, 2h), right (4w, 2h) as (y0, x0).
-    assert spatial_views(256, 340, p) == [(16, 0), (16, 58), (16, 116)]
+    # in its order left (0, 2h), right (4w, 2h), centre (2w, 2h), as (y0, x0).
+    assert spatial_views(256, 340, p) == [(16, 0), (16, 116), (16, 58)]
     # Quarter steps: a 341-wide frame keeps the same boxes (PySlowFast would move to 59/117).
-    assert spatial_views(256, 341, p) == [(16, 0), (16, 58), (16, 116)]
+    assert spatial_views(256, 341, p) == [(16, 0), (16, 116), (16, 58)]
     # Non-multiple length: tick = 50/8 = 6.25.
     centres, starts = temporal_views(50, p)
     assert centres.tolist() == [3, 9, 15, 21, 28, 34, 40, 46]
@@ -78,13 +78,19 @@ def test_kinetics_10x3_dense_clips_and_pyslowfast_crops():
     ].tolist() == list(range(0, 16, 2))
 
 
-def test_ssv2_2x3_and_explicit_clips_crops():
+def test_ssv2_2x3_draws_per_view_and_explicit_clips_crops():
     p = protocol("ssv2_2x3")
-    assert (p.clips, p.crops, p.scale_size) == (2, 3, 224)
-    assert [c.tolist() for c in temporal_views(48, p)] == [
-        [3, 9, 15, 21, 27, 33, 39, 45],
-        [0, 6, 12, 18, 24, 30, 36, 42],
-    ]
+    assert (p.clips, p.crops, p.scale_size, p.aggregate, p.frames_per_view) == (
+        2, 3, 224, "sum", True
+    )
+    views = temporal_views(48, p, key=7)
+    # VoV3D: seg = 47/8; every one of the 6 views draws a frame in each [round(seg i),
+    # round(seg (i+1))], the same draws for the same video (key) every time.
+    assert len(views) == 6 and len({tuple(v) for v in views}) > 1
+    assert all(np.array_equal(a, b) for a, b in zip(views, temporal_views(48, p, key=7)))
+    (single,) = temporal_views(48, protocol("ssv2_2x3", clips=1, crops=1))
+    # [0, 6], [6, 12], [12, 18], [18, 24] (23.5 rounds to even), [24, 29], ...: (a + b) // 2.
+    assert single.tolist() == [3, 9, 15, 21, 26, 32, 38, 44]
     p4 = protocol("1clip", clips=4, crops=3, aggregate="sum")
     assert (p4.views, p4.aggregate) == (12, "sum")
     clips = temporal_views(48, p4)
@@ -106,7 +112,13 @@ def test_bad_protocol_settings_name_the_key(overrides, match):
 
 
 def test_named_protocols_are_the_documented_ones():
-    assert set(PROTOCOLS) == {"1clip", "2clip", "kinetics_10x3", "ssv2_2x3"}
+    assert set(PROTOCOLS) == {
+        "1clip", "2clip", "kinetics_10x3", "ssv2_2x3", "pyslowfast_10x3", "tokshift_10x3",
+        "srtg_1x1",
+    }
+    import actionlab.data.views as views
+
+    assert all(f"``{name}``" in views.__doc__ for name in PROTOCOLS)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +139,10 @@ def test_multiview_item_matches_manual_views(video):
     assert views.shape == (6, 3, 4, 32, 32) and label == 3 and index == 0
     reader = DecordReader()
     starts = temporal_views(24, p)[1]
-    frames = resize_short_side(torch.from_numpy(reader.read(video, starts)).permute(0, 3, 1, 2), 40)
-    assert frames.shape[-2:] == (40, 53)
-    y0, x0 = spatial_views(40, 53, p)[2]  # right crop of the second clip = view 5
+    frames = torch.from_numpy(reader.read(video, starts)).permute(0, 3, 1, 2)
+    frames = resize_short_side(frames, 40, "tsm")
+    assert frames.shape[-2:] == (40, 53)  # int(40 * 64 / 48)
+    y0, x0 = spatial_views(40, 53, p)[2]  # TSM's third crop (centre) of the second clip = view 5
     expected = (
         frames[..., y0 : y0 + 32, x0 : x0 + 32].permute(1, 0, 2, 3).float() / 255 - 0.5
     ) / 0.25
@@ -148,3 +161,26 @@ def test_1clip_view_equals_the_validation_clip(video):
     clip, _, _ = val[0]
     assert views.shape == (1, *clip.shape)
     assert torch.equal(views[0], clip)
+    # Dense data (X3D-style recipes): 1clip follows data.sampling, the centred dense clip.
+    dense = OmegaConf.create({**small, "sampling": "dense", "sampling_rate": 3, "pad": "loop"})
+    views, _, _ = MultiViewDataset([record], DecordReader(), protocol("1clip", dense))[0]
+    val = VideoDataset(
+        [record], DecordReader(), DenseSampler(4, 3, pad="loop"), ClipTransform(32, 40, train=False),
+        train=False,
+    )
+    assert torch.equal(views[0], val[0][0])
+
+
+def test_readme_protocol_table_lists_every_protocol():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("<!-- protocols:start -->")[1].split("<!-- protocols:end -->")[0]
+    rows = [r.split("|")[1:-1] for r in table.strip().splitlines()[2:]]
+    scores = {"logits mean": "logits_mean", "logits": "logits_mean",
+              "softmax summed": "sum", "softmax mean": "softmax_mean"}
+    listed = {}
+    for name, views, *_, score in rows:
+        clips, crops = (int(v) for v in views.split("x"))
+        listed[name.strip().strip("`")] = (clips, crops, scores[score.strip()])
+    assert listed == {n: (p.clips, p.crops, p.aggregate) for n, p in PROTOCOLS.items()}

@@ -1,9 +1,18 @@
 """The evaluation task: ``run(cfg)`` scores a checkpoint with a paper's multi-view protocol.
 
-The checkpoint carries the model config, the data config and the class names, so
-``python eval.py ckpt_path=...`` needs nothing else; ``data=<name>`` or ``data_root=`` point
-it at another dataset or location (a converted release checkpoint has no data config and
-needs ``data=<name>``).
+The checkpoint carries the model config, the data config, the class names and its input
+protocol, so ``python eval.py ckpt_path=...`` needs nothing else; ``data=<name>`` or
+``data_root=`` point it at another dataset or location (a converted release checkpoint has no
+data config and needs ``data=<name> data.root=DIR``).
+
+The checkpoint's input protocol (``actionlab.pretrained.protocol``: colour order, mean/std,
+frames, sampling, crop, views, aggregation, model options such as the X3D release head; a
+lab-trained checkpoint's is its data config) is applied over the data group's defaults, so a
+converted release is evaluated exactly as its authors did. What the user typed on the command
+line (Hydra's task overrides: ``data.mean=...``, ``eval.protocol=...``,
+``+model_overrides.release_head=false``) wins, and is logged once as a change from the
+checkpoint's protocol. A checkpoint from the registry shows the paper's number beside the
+measured one in ``report.md`` and ``metrics.json``.
 
 Each video becomes ``V = clips x crops`` views (``actionlab.data.views``), batched as
 ``(B, V, C, T, H, W)`` with at most ``eval.max_views_per_batch`` views per backbone call, and its
@@ -25,52 +34,141 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from actionlab.config.schema import validate_eval_config, validate_node
 from actionlab.data.readers import make_reader
+from actionlab.data.workers import worker_init_fn
 from actionlab.data.views import PROTOCOLS, MultiViewDataset, ViewProtocol, resolve_protocol
 from actionlab.lit.module import VideoClassifier
 from actionlab.models.convert.common import load_state_dict_strict, read_lab_checkpoint
+from actionlab.pretrained.protocol import (
+    DATA_KEYS,
+    apply_protocol,
+    describe_changes,
+    plain,
+    training_protocol,
+    typed_keys,
+)
 from actionlab.reports import ReportInfo, log_artefacts_to_wandb, write_artefacts
 from actionlab.train import _finish_wandb
 from actionlab.utils.instantiate import instantiate_collection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROTOCOLS", "load_classifier", "profile_views", "run", "videos_per_batch"]
+__all__ = [
+    "PROTOCOLS",
+    "checkpoint_protocol",
+    "command_line_keys",
+    "load_classifier",
+    "profile_views",
+    "resolve_inputs",
+    "run",
+    "videos_per_batch",
+]
 
 SPLITS = ("val", "test")
 
 
-def load_classifier(ckpt_path: str, aggregate: str = "logits_mean") -> tuple[VideoClassifier, dict]:
-    """A ``VideoClassifier`` with the checkpoint's backbone and weights, plus its metadata."""
+def checkpoint_protocol(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The input protocol a lab checkpoint carries: the one it stores, or (lab files written
+    before protocols were stored) its training data config."""
+    if info.get("protocol"):
+        return info["protocol"]
+    if info.get("data"):
+        return training_protocol(info["data"])
+    return None
+
+
+def model_config(
+    info: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
+    """The checkpoint's model config with its protocol's model options and the user's
+    ``model_overrides`` over them; plus the overrides that change a protocol option."""
+    protocol = checkpoint_protocol(info) or {}
+    model_cfg = {**info["model"], **(protocol.get("model") or {})}
+    overrides = plain(dict(overrides or {}))
+    typed = {f"model_overrides.{k}" for k in overrides}
+    target = {**model_cfg, **overrides}
+    changes = apply_protocol({"model": protocol.get("model") or {}}, {"model": target}, typed)
+    return target, changes
+
+
+def load_classifier(
+    ckpt_path: str, aggregate: str = "logits_mean", model_overrides: dict[str, Any] | None = None
+) -> tuple[VideoClassifier, dict]:
+    """A ``VideoClassifier`` with the checkpoint's backbone and weights, plus its metadata.
+
+    The backbone is built from the stored model config with the protocol's model options
+    (e.g. ``release_head``) and then ``model_overrides``; the changes the overrides make to the
+    protocol's options are in ``module.protocol_changes``.
+    """
     state, info = read_lab_checkpoint(ckpt_path)
     if not info.get("model"):
         raise ValueError(f"{ckpt_path} has no model config; it was not written by actionlab")
-    model = hydra.utils.instantiate(OmegaConf.create(info["model"]))
+    model_cfg, changes = model_config(info, model_overrides)
+    model = hydra.utils.instantiate(OmegaConf.create(model_cfg))
     load_state_dict_strict(model, state, source=str(ckpt_path))
     num_classes = int(info["model"].get("num_classes") or getattr(model, "num_classes", 0))
     module = VideoClassifier(model, optimizer=None, num_classes=num_classes, aggregate=aggregate)
     module.lab_config = info
+    module.protocol_changes = changes
+    module.model_config = model_cfg
     module.eval()
     return module, info
 
 
-def _data_config(cfg: DictConfig, info: dict[str, Any], ckpt_path: str) -> DictConfig:
+def command_line_keys(cfg: DictConfig, overrides: list[str] | None = None) -> set[str]:
+    """The keys the user typed: ``overrides`` when given, else Hydra's task overrides (the
+    running app's, or those of a config composed with ``return_hydra_config``)."""
+    if overrides is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            overrides = list(HydraConfig.get().overrides.task)
+        else:
+            task = OmegaConf.select(cfg, "hydra.overrides.task")
+            overrides = list(task) if task is not None else []
+    return typed_keys(overrides)
+
+
+def resolve_inputs(
+    cfg: DictConfig, info: dict[str, Any], typed: set[str]
+) -> tuple[DictConfig, DictConfig, list[tuple[str, Any, Any]]]:
+    """The data and eval configs of an evaluation: the data group (or the checkpoint's data
+    config) with the checkpoint's protocol over it, except what the user typed; plus the typed
+    values that differ from the protocol."""
     if cfg.get("data"):
-        data_cfg = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+        data = plain(cfg.data)
     elif info.get("data"):
-        data_cfg = OmegaConf.create(info["data"])
+        data = plain(info["data"])
     else:
         raise ValueError(
-            f"{ckpt_path} stores no data config (a converted release checkpoint?); "
+            f"{cfg.ckpt_path} stores no data config (a converted release checkpoint?); "
             "choose one with data=<name> data.root=/path/to/dataset"
         )
+    evals = plain(cfg.eval)
+    changes = apply_protocol(checkpoint_protocol(info), {"data": data, "eval": evals}, typed)
+    data_cfg, eval_cfg = OmegaConf.create(data), OmegaConf.create(evals)
     if cfg.get("data_root"):
         data_cfg.root = cfg.data_root
-    if cfg.eval.get("batch_size"):
-        data_cfg.batch_size = cfg.eval.batch_size
-    if cfg.eval.get("num_workers") is not None:
-        data_cfg.num_workers = cfg.eval.num_workers
-    return data_cfg
+    if eval_cfg.get("batch_size"):
+        data_cfg.batch_size = eval_cfg.batch_size
+    if eval_cfg.get("num_workers") is not None:
+        data_cfg.num_workers = eval_cfg.num_workers
+    return data_cfg, eval_cfg, changes
+
+
+def _paper(info: dict[str, Any], protocol: ViewProtocol) -> dict[str, Any] | None:
+    """The registry's paper result for a checkpoint converted from a release, marked with
+    whether this run used the views it was measured with."""
+    stored = checkpoint_protocol(info) or {}
+    if not stored.get("registry") or not stored.get("paper"):
+        return None
+    paper = stored.get("input") or {}  # the registry's InputProtocol of the paper's row
+    same = (protocol.name, protocol.clips, protocol.crops, protocol.crop_size, protocol.scale_size,
+            protocol.num_frames) == tuple(
+        paper.get(k) for k in ("eval_protocol", "clips", "crops", "test_crop", "test_scale", "num_frames")
+    )
+    return {**stored["paper"], "registry": stored["registry"], "same_protocol": same}
 
 
 def videos_per_batch(batch_size: int, world_size: int, views: int, max_views: int | None) -> int:
@@ -94,16 +192,20 @@ def profile_views(model: torch.nn.Module, protocol: ViewProtocol) -> tuple[int, 
     return count_params(model), count_macs(model, x)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.ckpt_path`` on ``cfg.split`` with ``cfg.eval.protocol``.
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split`` with the checkpoint's protocol (or
+    ``cfg.eval.protocol``).
 
-    Returns the metrics as ``{split}/acc``, ``{split}/acc5``, ``{split}/mean_class_acc``,
-    ``{split}/loss``; writes ``metrics.json``, ``per_class.csv``, ``predictions.csv``,
-    ``confused_pairs.csv``, ``confusion.png`` and ``report.md`` in ``paths.output_dir``.
+    ``overrides`` are the command-line overrides that win over the checkpoint's protocol
+    (default: Hydra's task overrides). Returns the metrics as ``{split}/acc``, ``{split}/acc5``,
+    ``{split}/mean_class_acc``, ``{split}/loss``; writes ``metrics.json``, ``per_class.csv``,
+    ``predictions.csv``, ``confused_pairs.csv``, ``confusion.png`` and ``report.md`` in
+    ``paths.output_dir``.
     """
+    validate_eval_config(cfg)
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
-    if cfg.eval.protocol not in PROTOCOLS:
+    if cfg.eval.protocol is not None and cfg.eval.protocol not in PROTOCOLS:
         raise ValueError(
             f"eval.protocol must be one of {sorted(PROTOCOLS)}, got {cfg.eval.protocol!r}"
         )
@@ -112,9 +214,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        module, info = load_classifier(cfg.ckpt_path)
-        data_cfg = _data_config(cfg, info, cfg.ckpt_path)
-        protocol = resolve_protocol(cfg.eval, data_cfg)
+        typed = command_line_keys(cfg, overrides)
+        module, info = load_classifier(cfg.ckpt_path, model_overrides=cfg.get("model_overrides"))
+        data_cfg, eval_cfg, changes = resolve_inputs(cfg, info, typed)
+        validate_node(OmegaConf.create({"data": data_cfg}), "data")
+        changes = [*changes, *module.protocol_changes]
+        if changes:
+            log.info(describe_changes(checkpoint_protocol(info) or {}, changes))
+        if eval_cfg.get("protocol") is None:
+            eval_cfg.protocol = "1clip"
+        protocol = resolve_protocol(eval_cfg, data_cfg)
         module.aggregate = protocol.aggregate
         module.max_views_per_batch = cfg.eval.get("max_views_per_batch")
         module.eval_prefix = cfg.split
@@ -128,12 +237,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         records = datamodule.annotations.records(cfg.split)
         dataset = MultiViewDataset(
             records,
-            make_reader(datamodule.backend, datamodule.frame_template),
+            make_reader(datamodule.backend, datamodule.frame_template, datamodule.channel_order),
             protocol,
             mean=datamodule.mean,
             std=datamodule.std,
             bad_video_policy=datamodule.bad_video_policy,
             max_retries=datamodule.max_retries,
+            min_video_frames=datamodule.min_video_frames,
         )
         params = macs = None
         if cfg.eval.get("profile", True):
@@ -154,12 +264,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
             shuffle=False,
             num_workers=int(data_cfg.num_workers),
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=worker_init_fn(trainer.global_rank),
         )
         log.info("protocol %s: %d videos x %d views", protocol.name, len(dataset), protocol.views)
         start = time.perf_counter()
         results = trainer.test(module, dataloaders=loader, verbose=False)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in results[0].items()}
+        # logged with the metrics; not one of them (bad videos are left out of every metric)
+        excluded = int(metrics.pop(f"{cfg.split}/excluded_videos", 0))
         preds = module.test_predictions
         if trainer.is_global_zero and preds is not None:
             report = ReportInfo(
@@ -174,6 +287,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     "devices": str(trainer.world_size),
                     "model": info["model"].get("_target_", ""),
                 },
+                inputs={
+                    **{k: plain(data_cfg.get(k)) for k in DATA_KEYS if k in data_cfg},
+                    "model_options": {
+                        k: module.model_config.get(k)
+                        for k in {*((checkpoint_protocol(info) or {}).get("model") or {}),
+                                  *(cfg.get("model_overrides") or {})}
+                    },
+                    "origin": (checkpoint_protocol(info) or {}).get("origin"),
+                    "command_line": [key for key, _, _ in changes],
+                },
+                paper=_paper(info, protocol),
             )
             artefacts = write_artefacts(
                 out,
@@ -184,9 +308,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 prefix=cfg.split,
             )
             log_artefacts_to_wandb(loggers, artefacts, prefix=cfg.split)
-            bad = getattr(dataset, "bad_videos", {})
-            if bad:
-                log.warning("%d videos could not be read and are not in the metrics", len(bad))
+            if excluded:
+                log.warning("%d videos could not be read and are not in the metrics", excluded)
             log.info("metrics: %s (report: %s)", metrics, out / "report.md")
         return metrics
     finally:

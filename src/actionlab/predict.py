@@ -5,9 +5,11 @@
 Arguments are Hydra overrides of ``conf/predict.yaml``. Class names come from the checkpoint
 (saved at training time from the dataset's labels file); a converted release checkpoint has
 none, so pass ``labels=labels.json`` (SSv2 ``{name: id}``, a JSON list, or one name per line).
-Frame count, crop and normalisation come from the checkpoint's data config unless
-``num_frames``/``crop_size``/``scale_size`` are given. The video goes through the same views
-as ``eval.py`` (``actionlab.data.views``), so a prediction matches the evaluation's.
+The input protocol (colour order, mean/std, frames, sampling, views, aggregation, model
+options) is the checkpoint's, as in ``eval.py``; ``protocol``/``aggregate``/``num_frames``/
+``crop_size``/``scale_size``/``sampling_rate`` given on the command line win and are printed as
+changes from it. The video goes through the same views as ``eval.py``
+(``actionlab.data.views``), so a prediction matches the evaluation's.
 """
 
 from __future__ import annotations
@@ -25,8 +27,19 @@ from actionlab.data.datasets.base import VideoRecord
 from actionlab.data.readers import DecordReader
 from actionlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from actionlab.data.views import MultiViewDataset, resolve_protocol
+from actionlab.pretrained.protocol import apply_protocol, describe_changes, plain
 
-__all__ = ["main", "predict", "read_class_names"]
+__all__ = ["main", "predict", "predict_inputs", "read_class_names"]
+
+# predict.yaml keys and the data / eval fields they set (as in eval.py).
+OPTIONS = {
+    "protocol": "eval.protocol",
+    "aggregate": "eval.aggregate",
+    "num_frames": "data.num_frames",
+    "crop_size": "eval.crop_size",
+    "scale_size": "eval.scale_size",
+    "sampling_rate": "eval.sampling_rate",
+}
 
 
 def read_class_names(path: str | Path) -> list[str]:
@@ -43,10 +56,35 @@ def read_class_names(path: str | Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _data_value(cfg: DictConfig, data: dict[str, Any], key: str, default: Any) -> Any:
-    if cfg.get(key) is not None:
-        return cfg.get(key)
-    return data.get(key, default) if data.get(key) is not None else default
+def predict_inputs(
+    cfg: DictConfig, info: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any, Any]]]:
+    """Data and eval fields of a prediction: the checkpoint's protocol over the lab defaults,
+    the command-line options over both; plus the options that change the protocol."""
+    from actionlab.evaluate import checkpoint_protocol
+
+    data: dict[str, Any] = {
+        "num_frames": info["model"].get("num_frames", 8),
+        "crop_size": 224,
+        "scale_size": 256,
+        "sampling": "segment",
+        "sampling_rate": 1,
+        "target_fps": None,
+        "pad": "repeat",
+        "channel_order": "rgb",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        **{k: v for k, v in plain(info.get("data") or {}).items() if v is not None},
+    }
+    evals: dict[str, Any] = {"protocol": "1clip"}
+    typed = set()
+    for option, dotted in OPTIONS.items():
+        if cfg.get(option) is not None:
+            section, key = dotted.split(".")
+            (data if section == "data" else evals)[key] = plain(cfg.get(option))
+            typed.add(dotted)
+    changes = apply_protocol(checkpoint_protocol(info), {"data": data, "eval": evals}, typed)
+    return data, evals, changes
 
 
 @torch.no_grad()
@@ -56,7 +94,7 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
 
     if not Path(cfg.video).is_file():
         raise FileNotFoundError(f"video not found: {cfg.video} (video=PATH)")
-    module, info = load_classifier(cfg.ckpt_path)
+    module, info = load_classifier(cfg.ckpt_path, model_overrides=cfg.get("model_overrides"))
     if cfg.get("labels"):
         names = read_class_names(cfg.labels)
     elif info.get("class_names"):
@@ -71,22 +109,20 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
             f"{len(names)} class names but the checkpoint predicts {module.num_classes} classes; "
             "pass the labels file of the dataset it was trained on (labels=PATH)"
         )
-    data = dict(info.get("data") or {})
-    data_cfg = {
-        "num_frames": _data_value(cfg, data, "num_frames", info["model"].get("num_frames", 8)),
-        "crop_size": _data_value(cfg, data, "crop_size", 224),
-        "scale_size": _data_value(cfg, data, "scale_size", 256),
-        "sampling_rate": _data_value(cfg, data, "sampling_rate", None),
-    }
-    eval_cfg = {"protocol": cfg.protocol, "aggregate": cfg.get("aggregate")}
-    protocol = resolve_protocol(OmegaConf.create(eval_cfg), OmegaConf.create(data_cfg))
+    data, evals, changes = predict_inputs(cfg, info)
+    changes = [*changes, *module.protocol_changes]
+    if changes:
+        from actionlab.evaluate import checkpoint_protocol
+
+        print(describe_changes(checkpoint_protocol(info) or {}, changes), file=sys.stderr)
+    protocol = resolve_protocol(OmegaConf.create(evals), OmegaConf.create(data))
     module.aggregate = protocol.aggregate
     dataset = MultiViewDataset(
         [VideoRecord(str(cfg.video), -1, Path(cfg.video).stem)],
-        DecordReader(),
+        DecordReader(channel_order=data["channel_order"]),
         protocol,
-        mean=data.get("mean") or IMAGENET_MEAN,
-        std=data.get("std") or IMAGENET_STD,
+        mean=data["mean"],
+        std=data["std"],
         bad_video_policy="fail",
     )
     views, _, _ = dataset[0]
@@ -128,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, float]]:
         )
     top = predict(cfg)
     width = max(len(name) for name, _ in top)
-    print(f"{cfg.video} ({cfg.protocol}):")
+    print(f"{cfg.video} ({cfg.protocol or 'the checkpoint protocol'}):")
     for rank, (name, prob) in enumerate(top, 1):
         print(f"  {rank}. {name:<{width}}  {prob:.4f}")
     return top

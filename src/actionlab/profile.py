@@ -1,6 +1,6 @@
 """Model profiler: parameters, multiply-accumulates (MACs) and CPU latency.
 
-Convention (ARCHITECTURE.md "Decisions"): one multiply-add = one MAC, forward pass only, per
+Convention (docs/models/index.md): one multiply-add = one MAC, forward pass only, per
 view (one clip), with the input ``T x H x W`` stated - the unit TSM, X3D/VoV3D (fvcore),
 RubiksNet and TokShift call "FLOPs". Counting runs ``torch.utils.flop_counter.FlopCounterMode``
 (which reports FLOPs = 2 x MACs for convolutions and matrix products and 0 for elementwise ops,
@@ -114,10 +114,12 @@ def _register_defaults() -> None:
     register_op_macs("actionlab::rubiks_shift_act", _rubiks_op_formula, "actionlab::rubiks_shift")
     register_op_macs("actionlab::temporal_shift", _zero_formula)
     try:
-        from actionlab.ops.rubiks_shift import RubiksShift3d
+        from actionlab.ops.rubiks_shift import RubiksShift2d, RubiksShift3d
     except ImportError:  # pragma: no cover - the op module is part of the package
         return
-    register_module_macs(RubiksShift3d, _rubiks_module_formula, "actionlab::rubiks_shift")
+    # RubiksShift2d (RubiksNet-AQ) runs the same op on time-folded frames: same formula.
+    for layer in (RubiksShift3d, RubiksShift2d):
+        register_module_macs(layer, _rubiks_module_formula, "actionlab::rubiks_shift")
 
 
 _register_defaults()
@@ -427,8 +429,8 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("r3d_34", 400, 16, 224, "63.7M / 42.65G (release)"),
     ZooEntry("srtg_r3d_34", 400, 16, 224, "83.9M / 42.7G (release)"),
     ZooEntry("srtg_r2plus1d_50", 400, 16, 224, "-"),
-    ZooEntry("mtnet_xs", 400, 16, 224, "21.8M / 15.9G (note, analytic)"),
-    ZooEntry("mtnet_m", 400, 16, 224, "44.0M / 25.3G (note, analytic)"),
+    ZooEntry("mtnet_xs", 400, 16, 224, "21.8M / 15.9G (analytic, release)"),
+    ZooEntry("mtnet_m", 400, 16, 224, "44.0M / 25.3G (analytic, release)"),
     ZooEntry("vit_base", 400, 8, 224, "86.1M"),
     ZooEntry("tokshift_base", 400, 8, 224, "134.8G (Linear + patch embed only)"),
 )
@@ -513,17 +515,17 @@ def zoo_table(results: list[ProfileResult], entries: tuple[ZooEntry, ...] = ZOO)
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the text between the zoo markers of ``readme`` with ``table``."""
+def update_readme(readme: Path, table: str, start: str = ZOO_START, end: str = ZOO_END) -> None:
+    """Replace the text between the ``start`` and ``end`` markers of ``readme`` (the zoo
+    markers by default) with ``table``."""
     text = readme.read_text()
-    if ZOO_START not in text or ZOO_END not in text:
+    if start not in text or end not in text:
         raise SystemExit(
-            f"{readme} has no '{ZOO_START}' ... '{ZOO_END}' markers; add them where the model "
-            "table belongs"
+            f"{readme} has no '{start}' ... '{end}' markers; add them where the table belongs"
         )
-    head, rest = text.split(ZOO_START, 1)
-    _, tail = rest.split(ZOO_END, 1)
-    readme.write_text(f"{head}{ZOO_START}\n{table}\n{ZOO_END}{tail}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 def _write_json(path: Path, payload: Any) -> None:

@@ -181,6 +181,12 @@ class ReportInfo:
     input_thw: tuple[int, int, int] | None = None
     seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The input the clips were made with (colour order, mean/std, frames, sampling, model
+    # options) and where it came from (the checkpoint's protocol, command-line changes).
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # The paper's result when the checkpoint came from the registry of released weights:
+    # top1, top5, views, source, registry, same_protocol.
+    paper: dict[str, Any] | None = None
 
     @property
     def views(self) -> int:
@@ -220,6 +226,7 @@ def _report_markdown(
             ),
         ),
         ("aggregation", f"`{p.get('aggregate')}`"),
+        *_input_rows(info.inputs),
         ("params", f"{info.params / 1e6:.3f} M" if info.params else "-"),
         ("input per view (T x H x W)", thw),
         ("cost per video", cost),
@@ -231,6 +238,12 @@ def _report_markdown(
         ("top-5", f"{100 * metrics['acc5']:.2f}%"),
         ("mean class accuracy", f"{100 * metrics['mean_class_acc']:.2f}%"),
     ]
+    header = ["metric", "value"]
+    paper = info.paper
+    if paper:
+        header.append(f"paper ({paper.get('registry')}: {paper.get('views')})")
+        reported = [paper.get("top1"), paper.get("top5"), None]
+        numbers = [(*row, "-" if v is None else f"{v:.2f}%") for row, v in zip(numbers, reported)]
     parts = [
         "# Evaluation report",
         "",
@@ -238,8 +251,17 @@ def _report_markdown(
         "",
         "## Accuracy",
         "",
-        _markdown_table(["metric", "value"], numbers),
+        _markdown_table(header, numbers),
         "",
+        *(
+            [
+                f"Paper numbers: {paper.get('source')}."
+                + ("" if paper.get("same_protocol") else " This run's views differ from the paper's."),
+                "",
+            ]
+            if paper
+            else []
+        ),
         "## Most confused pairs (true -> predicted)",
         "",
         _markdown_table(
@@ -264,6 +286,26 @@ def _report_markdown(
         "",
     ]
     return "\n".join(parts)
+
+
+def _input_rows(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    if not inputs:
+        return []
+    rows = [
+        (
+            "input",
+            (f"{str(inputs.get('channel_order', 'rgb')).upper()}, mean {inputs.get('mean')}, "
+            f"std {inputs.get('std')}, {inputs.get('num_frames')} frames "
+            f"({inputs.get('sampling')}, rate {inputs.get('sampling_rate')}, "
+            f"fps {inputs.get('target_fps')})"),
+        ),
+        ("input protocol from", str(inputs.get("origin") or "the data config")),
+    ]
+    if inputs.get("model_options"):
+        rows.append(("model options", str(inputs["model_options"])))
+    if inputs.get("command_line"):
+        rows.append(("changed on the command line", ", ".join(inputs["command_line"])))
+    return rows
 
 
 def write_artefacts(
@@ -354,6 +396,8 @@ def write_artefacts(
         else None,
         "input_thw": list(info.input_thw) if info.input_thw else None,
         "seconds": info.seconds,
+        "inputs": info.inputs,
+        "paper": info.paper,
         "metrics": named,
     }
     files["metrics.json"].write_text(json.dumps(payload, indent=2))

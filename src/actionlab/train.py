@@ -3,9 +3,15 @@
 ``train.py`` at the repository root is the Hydra entry point that calls this.
 
 Besides wiring the config groups together, the task owns what must hold for every run:
-- exact resume: ``ckpt_path=.../last.ckpt`` (or, with ``auto_resume``, an existing
-  ``<output_dir>/checkpoints/last.ckpt``, e.g. after a SLURM requeue) restores epoch, step, LR,
-  multigrid stage, the training sampler position and the W&B run id;
+- exact resume: ``ckpt_path=.../last.ckpt`` (or, with ``auto_resume``, the newest of the run
+  directory's ``checkpoints/last.ckpt`` and Lightning's ``hpc_ckpt_*.ckpt``, e.g. after a SLURM
+  requeue) restores epoch, step, LR, multigrid stage, the training sampler position and the
+  W&B run id;
+- preemption (``actionlab.lit.preemption``): under SLURM, SIGTERM/USR1/USR2 save an
+  ``hpc_ckpt``, requeue where the signal asks for it and exit without a result, also when an
+  error follows the signal;
+- typed configs (``actionlab.config.schema``): a wrong type or value fails before anything is
+  built, with the key, the value and what is allowed;
 - the multigrid schedule (``schedule=...``) sets the Trainer's epochs and loader reloading;
 - W&B: offline without a key and then never uploads checkpoints; online it logs them as
   artifacts; one group per sweep; the code version; ``wandb.finish()`` after every job;
@@ -25,14 +31,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from actionlab.config.schema import validate_train_config
 from actionlab.lit.callbacks import RUN_ID_KEY, MemoryFormat, RetainCpuMemory, RunIdCheckpoint
 from actionlab.lit.module import VideoClassifier
+from actionlab.lit.preemption import HPC_PREFIX, SlurmPreemption
 from actionlab.schedules.callback import ResumableSampling
 from actionlab.utils.instantiate import instantiate_collection
+from actionlab.utils.wandb_run import finish_wandb as _finish_wandb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "build_module", "output_dir", "resume_checkpoint"]
+__all__ = ["run", "build_module", "newest_checkpoint", "output_dir", "resume_checkpoint"]
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -64,15 +73,40 @@ def _checked_ckpt_path(ckpt_path: str | None) -> str | None:
     return str(ckpt_path)
 
 
+def _progress(path: Path) -> tuple[int, float]:
+    """(global step, mtime) of a checkpoint; a torn or foreign file ranks last."""
+    try:
+        step = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step", -1))
+    except Exception as err:
+        log.warning("auto_resume: ignoring unreadable checkpoint %s (%s)", path, err)
+        step = -2
+    return step, path.stat().st_mtime
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The most advanced of ``<run_dir>/checkpoints/last.ckpt`` and ``<run_dir>/hpc_ckpt_*.ckpt``
+    (Lightning's SLURM checkpoints): highest global step, then the latest written."""
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob(f"{HPC_PREFIX}*.ckpt")]
+                  if p.is_file()]
+    if not candidates:
+        return None
+    ranked = sorted(((_progress(p), p) for p in candidates), key=lambda item: item[0])
+    if ranked[-1][0][0] < 0:  # starting over would overwrite them
+        names = ", ".join(str(p) for p in candidates)
+        raise RuntimeError(f"auto_resume: no readable checkpoint among {names}; move them away to start "
+                           "this run over, or pass ckpt_path=<a good checkpoint>")
+    return ranked[-1][1]
+
+
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``cfg.ckpt_path``, else (``auto_resume``) the run directory's own ``last.ckpt`` if any."""
+    """``cfg.ckpt_path``, else (``auto_resume``) the run directory's newest checkpoint if any."""
     explicit = _checked_ckpt_path(cfg.get("ckpt_path"))
     if explicit is not None or not cfg.get("auto_resume", False):
         return explicit
-    last = output_dir(cfg) / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("auto_resume: continuing from %s", last)
-        return str(last)
+    newest = newest_checkpoint(output_dir(cfg))
+    if newest is not None:
+        log.info("auto_resume: continuing from %s", newest)
+        return str(newest)
     return None
 
 
@@ -157,19 +191,10 @@ def _prebuild_ops(cfg: DictConfig, module: VideoClassifier) -> None:
         _extension.load(warn=False)
 
 
-def _finish_wandb() -> None:
-    """Close the W&B run so the next multirun job starts its own."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
-        wandb.finish()
-
-
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and optionally test) as configured; returns the final metrics as floats."""
-    memory_format = memory_format_setting(cfg)  # fails early on the removed key
+    memory_format = memory_format_setting(cfg)  # the removed key fails naming its replacement
+    validate_train_config(cfg)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if _global_rank() == 0:
@@ -197,6 +222,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(RunIdCheckpoint())
         callbacks.append(MemoryFormat(memory_format))
         callbacks.append(RetainCpuMemory())
+        preemption = SlurmPreemption()
+        callbacks.append(preemption)  # last: acts after the other callbacks saw the step
         loggers = instantiate_collection(cfg.get("logger"))
         trainer: L.Trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_kwargs
@@ -209,7 +236,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         _prebuild_ops(cfg, module)
         metrics: dict[str, Any] = {}
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            except Exception as err:
+                preempted = preemption.exit_after_error(err)
+                if preempted is not None:
+                    raise preempted from err
+                raise
             metrics.update(trainer.callback_metrics)
         if cfg.get("test", False):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -30,7 +30,14 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from actionlab.data.cache import VideoInfoCache, default_cache_path
 from actionlab.data.datasets.base import Annotations, VideoRecord
-from actionlab.data.readers import BACKENDS, VideoInfo, VideoReader, VideoReadError, make_reader
+from actionlab.data.readers import (
+    BACKENDS,
+    VideoInfo,
+    VideoReader,
+    VideoReadError,
+    check_channel_order,
+    make_reader,
+)
 from actionlab.data.sampling import PAD_MODES, DenseSampler, SegmentSampler
 from actionlab.data.transforms import (
     IMAGENET_MEAN,
@@ -39,13 +46,17 @@ from actionlab.data.transforms import (
     GpuClipAugment,
     build_photometric,
 )
+from actionlab.data.workers import worker_init_fn
+from actionlab.utils.stderr import captured_stderr
 
 __all__ = [
     "BAD_VIDEO_POLICIES",
     "SAMPLINGS",
     "VideoDataModule",
     "VideoDataset",
+    "excluded_index",
     "read_bad_video_reports",
+    "record_window",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,12 @@ SAMPLINGS = ("segment", "dense")
 # Frame rate assumed for time windows when the backend does not know it (frame folders).
 DEFAULT_FPS = 30.0
 BatchSamplerFactory = Callable[[Sampler, int, bool], BatchSampler]
+
+
+def excluded_index(index: int) -> int:
+    """The index an evaluation item carries when it stands in for bad video ``index``: negative,
+    so metrics leave it out (``-(index + 1)``; ``-1 - i`` maps back)."""
+    return -1 - index
 
 
 def read_bad_video_reports(report_dir: str | None) -> dict[str, str]:
@@ -75,6 +92,29 @@ def read_bad_video_reports(report_dir: str | None) -> dict[str, str]:
     return found
 
 
+def record_window(
+    record: VideoRecord, num_frames: int, fps: float | None, min_frames: int = 1
+) -> tuple[int, int]:
+    """``(first frame, length)`` of the part of a video a record stands for.
+
+    The whole video, or the ``[start, end]`` seconds window of a clip inside a longer video
+    (HACS), in frames at the video's fps (``DEFAULT_FPS`` when unknown). Shorter than
+    ``min_frames`` (``data.min_video_frames``) is bad data.
+    """
+    first, length = 0, num_frames
+    if record.start is not None or record.end is not None:
+        rate = fps or DEFAULT_FPS
+        first = min(num_frames - 1, max(0, int(round((record.start or 0.0) * rate))))
+        last = num_frames if record.end is None else min(num_frames, math.ceil(record.end * rate))
+        length = max(1, last - first)
+    if length < min_frames:
+        raise VideoReadError(
+            f"video has {length} frames, fewer than data.min_video_frames={min_frames}: "
+            f"{record.path}"
+        )
+    return first, length
+
+
 class VideoDataset(Dataset):
     """Decodes one clip per item; a video that cannot be read is replaced by another one.
 
@@ -83,6 +123,13 @@ class VideoDataset(Dataset):
     "Once" holds across DataLoader workers and epochs when ``report_dir`` is set: the first
     process to see a bad video creates ``<report_dir>/<sha1(path)>.bad`` (atomically) and only
     that process logs it; ``read_bad_video_reports`` collects them for the epoch-end report.
+    A process never opens a video it already found bad again, and what decord/FFmpeg print
+    about it goes into that one log line instead of the console (``utils.stderr``).
+
+    Training batches need full batches, so the replacement trains in the bad video's place.
+    Evaluation must not count a substitute: outside training the item carries the negative
+    index ``-(index + 1)`` of the bad video (``excluded_index``), and ``VideoClassifier`` leaves
+    such items out of the validation/test metrics and counts them (``val/excluded_videos``).
 
     An item is an ``int`` or ``(index, crop_size)`` (multigrid short cycle): the latter crops
     at ``crop_size`` with the training short-side range scaled by ``crop_size / crop_size``.
@@ -133,20 +180,8 @@ class VideoDataset(Dataset):
         return np.random.default_rng([base, index, attempt])
 
     def _choose(self, record: VideoRecord, rng: np.random.Generator) -> Callable[[int, float | None], np.ndarray]:
-        windowed = record.start is not None or record.end is not None
-
         def choose(num_frames: int, fps: float | None) -> np.ndarray:
-            first, length = 0, num_frames
-            if windowed:  # a clip inside a longer video (HACS): seconds -> frames
-                rate = fps or DEFAULT_FPS
-                first = min(num_frames - 1, max(0, int(round((record.start or 0.0) * rate))))
-                last = num_frames if record.end is None else min(num_frames, math.ceil(record.end * rate))
-                length = max(1, last - first)
-            if length < self.min_video_frames:
-                raise VideoReadError(
-                    f"video has {length} frames, fewer than data.min_video_frames="
-                    f"{self.min_video_frames}: {record.path}"
-                )
+            first, length = record_window(record, num_frames, fps, self.min_video_frames)
             if getattr(self.sampler, "needs_fps", False):
                 indices = self.sampler(length, self.train, rng, fps=fps)
             else:
@@ -185,6 +220,19 @@ class VideoDataset(Dataset):
             return self.transform(frames, record.label, rng)
         return self.transform(frames, record.label, rng, crop_size=crop_size)
 
+    def _load_quietly(
+        self, index: int, rng: np.random.Generator, crop_size: int | None
+    ) -> tuple[torch.Tensor, int]:
+        """``load`` with decord/FFmpeg's stderr lines moved into the ``VideoReadError``."""
+        try:
+            with captured_stderr() as native:
+                return self.load(index, rng, crop_size)
+        except VideoReadError as err:
+            if not native.text:  # filled in when the block is left
+                raise
+            decoder = " | ".join(line.strip() for line in native.text.splitlines() if line.strip())
+            raise VideoReadError(f"{err} [decoder: {decoder}]") from err
+
     def _report(self, path: str, err: Exception) -> None:
         if path in self.bad_videos:
             return
@@ -213,15 +261,16 @@ class VideoDataset(Dataset):
         current = index
         for attempt in range(self.max_retries + 1):
             rng = self._rng(current, attempt)
-            try:
-                clip, label = self.load(current, rng, crop_size)
-                return clip, label, current
-            except VideoReadError as err:
-                path = self.records[current].path
-                if self.bad_video_policy == "fail":
-                    raise
-                self._report(path, err)
-                current = int(rng.integers(len(self.records)))
+            path = self.records[current].path
+            if path not in self.bad_videos:
+                try:
+                    clip, label = self._load_quietly(current, rng, crop_size)
+                    return clip, label, current if current == index or self.train else excluded_index(index)
+                except VideoReadError as err:
+                    if self.bad_video_policy == "fail":
+                        raise
+                    self._report(path, err)
+            current = int(rng.integers(len(self.records)))
         raise VideoReadError(
             f"{self.max_retries + 1} videos in a row failed to load, starting at "
             f"{self.records[index].path}; check data.root and the video files (see bad_videos.txt)"
@@ -254,6 +303,9 @@ class VideoDataModule(L.LightningDataModule):
         pad: ``repeat`` (last frame) or ``loop`` for videos shorter than a dense clip.
         min_video_frames: shorter videos are bad data (policy applies).
         frame_template: frame file name for ``backend=frames`` (None: detect).
+        channel_order: ``rgb`` or ``bgr``: the channel order the model was trained on (BGR:
+            SRTG/MTNet releases, trained on OpenCV-decoded frames); ``mean``/``std`` are given
+            in that same order. Every backend honours it.
         cache_video_info: cache probed frame counts/fps under ``<root>/.actionlab``.
         augment: training augmentation (``ClipTransform`` keywords): ``train_crop``
             (random|multiscale|resized), ``scales``, ``max_distort``, ``rrc_scale``,
@@ -295,6 +347,7 @@ class VideoDataModule(L.LightningDataModule):
         pad: str = "repeat",
         min_video_frames: int = 1,
         frame_template: str | None = None,
+        channel_order: str = "rgb",
         cache_video_info: bool = True,
         augment: Mapping[str, Any] | None = None,
         gpu_augment: bool | str = "auto",
@@ -343,6 +396,7 @@ class VideoDataModule(L.LightningDataModule):
         self.pad = pad
         self.min_video_frames = min_video_frames
         self.frame_template = frame_template
+        self.channel_order = check_channel_order(channel_order)
         self.cache_video_info = cache_video_info
         self.augment = dict(augment or {})
         self.gpu_augment = gpu_augment
@@ -427,7 +481,7 @@ class VideoDataModule(L.LightningDataModule):
         self._built_shape[split] = self._shape(split)
         return VideoDataset(
             self.annotations.records(split),
-            make_reader(self.backend, self.frame_template),
+            make_reader(self.backend, self.frame_template, self.channel_order),
             self._sampler(),
             transform,
             train=train,
@@ -472,6 +526,7 @@ class VideoDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=worker_init_fn(getattr(self.trainer, "global_rank", 0) or 0),
         )
         if shuffle and self.batch_sampler_factory is not None:
             batch_sampler = self.batch_sampler_factory(

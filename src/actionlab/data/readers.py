@@ -1,4 +1,7 @@
-"""Frame readers: open a video, return the frames at given indices as ``(T, H, W, 3)`` uint8 RGB.
+"""Frame readers: open a video, return the frames at given indices as ``(T, H, W, 3)`` uint8,
+RGB or, with ``channel_order="bgr"`` (``data.channel_order``), BGR: the order of OpenCV-decoded
+frames that SRTG/MTNet were trained on. Every backend returns the same order for the same
+setting, so training, validation, evaluation and prediction feed a model what it expects.
 
 Three backends behind one interface (``data.backend``):
 
@@ -10,7 +13,7 @@ Three backends behind one interface (``data.backend``):
 
 A reader is opened per sample inside ``__getitem__`` (never shared with DataLoader workers) and
 released right after, which avoids decord's worker deadlocks and background-decoding memory
-growth (practices.md section 2.4). For the frame backends the record path may be the video file
+growth (decord issues #294, #157/#208). For the frame backends the record path may be the video file
 the annotations name (``.../abc.mp4``): the reader looks in the folder of the same name
 (``.../abc/``), which is what ``python -m actionlab.data.prepare`` writes.
 """
@@ -30,6 +33,7 @@ import torch  # noqa: F401  (must be imported before decord: OpenMP clash / work
 
 __all__ = [
     "BACKENDS",
+    "CHANNEL_ORDERS",
     "FRAME_TEMPLATES",
     "VIDEO_EXTENSIONS",
     "DecordReader",
@@ -38,11 +42,13 @@ __all__ = [
     "VideoInfo",
     "VideoReadError",
     "VideoReader",
+    "check_channel_order",
     "frames_dir",
     "make_reader",
 ]
 
 BACKENDS = ("video", "frames", "sqlite")
+CHANNEL_ORDERS = ("rgb", "bgr")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 # TSM (somethingv1, ucf/hmdb), TokShift/mmaction (kinetics), TSM sthv2 extraction, SRTG jpgs.
 FRAME_TEMPLATES = (
@@ -105,8 +111,26 @@ def _stack(frames: list[np.ndarray], path: str) -> np.ndarray:
     return np.stack(frames)
 
 
+def check_channel_order(channel_order: str) -> str:
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(
+            f"data.channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r} "
+            "(bgr for models trained on OpenCV-decoded frames: SRTG/MTNet releases)"
+        )
+    return channel_order
+
+
 class _Reader:
-    """Shared logic: ``probe`` + ``read``, and ``read_sampled`` that opens the video once."""
+    """Shared logic: ``probe`` + ``read``, and ``read_sampled`` that opens the video once.
+
+    ``channel_order``: ``rgb`` or ``bgr``; frames are decoded as RGB and, for ``bgr``, returned
+    as a reversed-channel view (no copy: the transforms copy them once anyway).
+    """
+
+    channel_order = "rgb"
+
+    def _ordered(self, frames: np.ndarray) -> np.ndarray:
+        return frames[..., ::-1] if self.channel_order == "bgr" else frames
 
     def probe(self, path: str) -> VideoInfo:
         raise NotImplementedError
@@ -134,9 +158,12 @@ class DecordReader(_Reader):
     decord spin near end-of-file (decord #373).
     """
 
-    def __init__(self, num_threads: int = 1, fault_tol: int = -1) -> None:
+    def __init__(
+        self, num_threads: int = 1, fault_tol: int = -1, channel_order: str = "rgb"
+    ) -> None:
         self.num_threads = num_threads
         self.fault_tol = fault_tol
+        self.channel_order = check_channel_order(channel_order)
 
     def _open(self, path: str):
         import decord
@@ -179,7 +206,7 @@ class DecordReader(_Reader):
             raise VideoReadError(f"cannot decode frames {list(indices)} of {path}: {err}") from err
         if frames.ndim != 4 or len(frames) != len(unique):
             raise VideoReadError(f"decoded {len(frames)} of {len(unique)} frames of {path}")
-        return _expand(frames, inverse)
+        return self._ordered(_expand(frames, inverse))
 
     def read(self, path: str, indices: Sequence[int]) -> np.ndarray:
         vr = self._open(path)
@@ -222,9 +249,12 @@ class FrameFolderReader(_Reader):
         start_index: number of the first frame (1 in TSM/TokShift/ffmpeg extractions).
     """
 
-    def __init__(self, template: str | None = None, start_index: int = 1) -> None:
+    def __init__(
+        self, template: str | None = None, start_index: int = 1, channel_order: str = "rgb"
+    ) -> None:
         self.template = template
         self.start_index = start_index
+        self.channel_order = check_channel_order(channel_order)
 
     def source(self, path: str) -> str:
         return frames_dir(path)
@@ -264,7 +294,7 @@ class FrameFolderReader(_Reader):
             except OSError as err:
                 raise VideoReadError(f"frame {i} of {folder} is missing ({name}): {err}") from err
             frames.append(_decode_image(data, name))
-        return _expand(_stack(frames, folder), inverse)
+        return self._ordered(_expand(_stack(frames, folder), inverse))
 
     def read_sampled(self, path: str, choose: Chooser) -> tuple[np.ndarray, VideoInfo]:
         info = self.probe(path)
@@ -279,6 +309,9 @@ class SQLiteFrameReader(_Reader):
     ``ObjId = "<video folder name>/frame_%05d"`` (1-based) and the encoded image bytes;
     ``<video>/n_frames`` holds the frame count. One query fetches all frames of a clip.
     """
+
+    def __init__(self, channel_order: str = "rgb") -> None:
+        self.channel_order = check_channel_order(channel_order)
 
     def source(self, path: str) -> str:
         return frames_dir(path)
@@ -330,7 +363,8 @@ class SQLiteFrameReader(_Reader):
         missing = [k for k in keys if k not in blobs]
         if missing:
             raise VideoReadError(f"frames {missing[:3]} missing from {db}")
-        return _expand(_stack([_decode_image(blobs[k], f"{db}:{k}") for k in keys], db), inverse)
+        frames = _stack([_decode_image(blobs[k], f"{db}:{k}") for k in keys], db)
+        return self._ordered(_expand(frames, inverse))
 
     def read_sampled(self, path: str, choose: Chooser) -> tuple[np.ndarray, VideoInfo]:
         info = self.probe(path)
@@ -338,12 +372,14 @@ class SQLiteFrameReader(_Reader):
         return _expand(self.read(path, unique), inverse), info
 
 
-def make_reader(backend: str, frame_template: str | None = None) -> _Reader:
-    """The reader for ``data.backend``."""
+def make_reader(
+    backend: str, frame_template: str | None = None, channel_order: str = "rgb"
+) -> _Reader:
+    """The reader for ``data.backend`` returning ``data.channel_order`` frames."""
     if backend == "video":
-        return DecordReader()
+        return DecordReader(channel_order=channel_order)
     if backend == "frames":
-        return FrameFolderReader(frame_template)
+        return FrameFolderReader(frame_template, channel_order=channel_order)
     if backend == "sqlite":
-        return SQLiteFrameReader()
+        return SQLiteFrameReader(channel_order=channel_order)
     raise ValueError(f"data.backend must be one of {BACKENDS}, got {backend!r}")

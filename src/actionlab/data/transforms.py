@@ -16,8 +16,11 @@ Training crops (``train_crop``):
   positions, resized to ``crop``.
 - ``resized``: Inception random-resized crop (area ``rrc_scale``, aspect ``rrc_ratio``).
 
+Evaluation resizes and crops by the rules of the original test code (``resized_shape``,
+``crop_boxes``); validation during training uses TSM's centre view (``CENTRE_VIEW_*``).
+
 Photometric augmentation (kornia ``VideoSequential(same_on_frame=True)``): colour jitter and
-the SRTG set (``srtg_mtnet_tokshift.md`` A.6: Gaussian blur, per-channel add, hue/saturation,
+the SRTG set (the SRTG repository's imgaug pipeline: Gaussian blur, per-channel add, hue/saturation,
 linear contrast, one of perspective/rotation), behind flags.
 """
 
@@ -32,9 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CENTRE_VIEW_CROP",
+    "CENTRE_VIEW_RESIZE",
     "CROP_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "RESIZES",
     "TRAIN_CROPS",
     "VIT_MEAN",
     "VIT_STD",
@@ -47,6 +53,7 @@ __all__ = [
     "normalize",
     "random_resized_crop_box",
     "resize_short_side",
+    "resized_shape",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,20 +64,53 @@ VIT_STD = (0.5, 0.5, 0.5)
 TRAIN_CROPS = ("random", "multiscale", "resized")
 TSM_SCALES = (1.0, 0.875, 0.75, 0.66)
 
-CROP_MODES = ("center", "three", "three_tsm")
+CROP_MODES = ("center", "three", "three_ssv2", "three_tsm", "tokshift", "srtg")
+RESIZES = ("lab", "tsm", "pyslowfast", "tokshift", "srtg")
+# Resize rule and crop mode of validation during training, and of the ``1clip`` test view
+# (``actionlab.data.views``): TSM's ``GroupScale`` + ``GroupCenterCrop``. One definition, so
+# that the validation clip and the 1-clip view stay identical.
+CENTRE_VIEW_RESIZE, CENTRE_VIEW_CROP = "tsm", "three_tsm"
 
 
-def crop_boxes(height: int, width: int, crop_size: int, mode: str) -> list[tuple[int, int]]:
-    """Top-left corners ``(y0, x0)`` of the test crops of a ``height x width`` frame.
+def _centre(delta: int, rule: str) -> int:
+    """Offset of a centred crop ``delta`` pixels smaller than the frame, by each original's
+    rounding: ``ceil`` (PySlowFast ``uniform_crop``), ``half_even`` (torchvision
+    ``CenterCrop``: ``int(round(delta / 2.))``, TSM), ``floor`` (TokShift ``int(delta / 2.0)``,
+    imgaug ``int(0.5 * delta)``, SRTG)."""
+    if rule == "ceil":
+        return math.ceil(delta / 2)
+    if rule == "half_even":
+        return round(delta / 2.0)
+    return int(delta / 2.0)
 
-    ``center``: one box, offsets ``ceil((size - crop) / 2)`` (PySlowFast ``uniform_crop``).
-    ``three``: the 3-crop protocol of PySlowFast (``vov3d_x3d_multigrid.md`` D.1): along the
-    long side of the (short-side-resized) frame the crops start at ``0``, ``ceil((L - c) / 2)``
-    and ``L - c`` (left/centre/right, or top/centre/bottom for portrait frames), centred on the
-    short side; together they cover the whole frame. ``three_tsm``: TSM ``GroupFullResSample``
-    (``rubiksnet.md`` section 3.2), whose offsets are quantised to quarter steps
-    ``step = (L - c) // 4``: ``0, 2 * step, 4 * step`` along the long side and
-    ``2 * ((S - c) // 4)`` on the short side; returned in the same left/centre/right order.
+
+def crop_boxes(
+    height: int, width: int, crop_size: int, mode: str, crops: int | None = None
+) -> list[tuple[int, int]]:
+    """Top-left corners ``(y0, x0)`` of the test crops of a ``height x width`` frame, in the
+    original code's order.
+
+    ``crops`` is 1 or 3 (None: 1 for ``center`` and ``srtg``, 3 otherwise). A frame is portrait
+    when ``height > width``.
+
+    - ``center``: one box at ``ceil((size - crop) / 2)`` on both axes (PySlowFast
+      ``uniform_crop`` index 1; the lab's default).
+    - ``three``: PySlowFast ``uniform_crop`` (``slowfast/datasets/transform.py``): 3 crops at
+      ``0``, ``ceil((L - c) / 2)`` and ``L - c`` along the long side (left/centre/right, or
+      top/centre/bottom on portrait frames), ``ceil`` centred across; together they cover the
+      frame. 1 crop: the centre one.
+    - ``three_ssv2``: the same 3 crops; 1 crop is spatial index 0 (left/top), because
+      PySlowFast's and VoV3D's ``ssv2.py`` take ``view % NUM_SPATIAL_CROPS`` without the
+      centre fallback of ``kinetics.py``.
+    - ``three_tsm``: TSM ``GroupFullResSample`` (``ops/transforms.py``): quarter steps
+      ``ws = (W - c) // 4``, ``hs = (H - c) // 4``; left ``(2hs, 0)``, right ``(2hs, 4ws)``,
+      centre ``(2hs, 2ws)``, always across the width (on portrait frames all three coincide).
+      1 crop: torchvision ``CenterCrop`` (``int(round(d / 2.))``, half to even).
+    - ``tokshift``: TokShift ``Test_ClipAug`` (``data/augmentation.py``): centre, left, right,
+      across the width, ``int(d / 2.0)`` centred (``y`` on every crop); 1 crop: the centre.
+    - ``srtg``: SRTG's validation (``data/iterator_factory.py``: imgaug ``CropToFixedSize``
+      centre, twice): the short-side square at ``int((L - S) / 2)``, then the crop at
+      ``int((S - c) / 2)`` inside it.
     """
     if crop_size > min(height, width):
         raise ValueError(
@@ -79,19 +119,30 @@ def crop_boxes(height: int, width: int, crop_size: int, mode: str) -> list[tuple
         )
     if mode not in CROP_MODES:
         raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
+    crops = crops if crops is not None else (1 if mode in ("center", "srtg") else 3)
+    if crops not in (1, 3) or (crops == 3 and mode in ("center", "srtg")):
+        raise ValueError(f"crop mode {mode!r} has no {crops}-crop layout")
     dy, dx = height - crop_size, width - crop_size
-    centre = (math.ceil(dy / 2), math.ceil(dx / 2))
-    if mode == "center":
-        return [centre]
+    if mode == "three_tsm":
+        if crops == 1:
+            return [(_centre(dy, "half_even"), _centre(dx, "half_even"))]
+        ws, hs = dx // 4, dy // 4
+        return [(2 * hs, 0), (2 * hs, 4 * ws), (2 * hs, 2 * ws)]
+    if mode == "tokshift":
+        y, x = _centre(dy, "floor"), _centre(dx, "floor")
+        return [(y, x)] if crops == 1 else [(y, x), (y, 0), (y, dx)]
+    if mode == "srtg":  # a centred short-side square first, then the crop centred in it
+        short = min(height, width)
+        inner = _centre(short - crop_size, "floor")
+        return [(_centre(height - short, "floor") + inner, _centre(width - short, "floor") + inner)]
+    centre = (_centre(dy, "ceil"), _centre(dx, "ceil"))
     portrait = height > width
-    if mode == "three":
-        along = (0, centre[0] if portrait else centre[1], dy if portrait else dx)
-        across = centre[1] if portrait else centre[0]
-    else:
-        long_step, short_step = (dy // 4, dx // 4) if portrait else (dx // 4, dy // 4)
-        along = (0, 2 * long_step, 4 * long_step)
-        across = 2 * short_step
-    return [(a, across) if portrait else (across, a) for a in along]
+    along = (0, centre[0] if portrait else centre[1], dy if portrait else dx)
+    across = centre[1] if portrait else centre[0]
+    boxes = [(a, across) if portrait else (across, a) for a in along]
+    if crops == 3:
+        return boxes
+    return [boxes[0]] if mode == "three_ssv2" else [centre]
 
 
 def crop_clip(clip, box: tuple[int, int], crop_size: int):
@@ -103,18 +154,71 @@ def crop_clip(clip, box: tuple[int, int], crop_size: int):
     return clip[..., y0 : y0 + crop_size, x0 : x0 + crop_size]
 
 
-def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear (antialiased) resize of ``(T, C, H, W)`` so that ``min(H, W) == size``.
+def resized_shape(height: int, width: int, size: int, rule: str = "lab") -> tuple[int, int]:
+    """``(new_h, new_w)`` with short side ``size`` as each original computes it.
 
-    uint8 input stays uint8 (torch's vectorised uint8 path, several times faster than float).
+    - ``lab``: long side ``round(long * size / short)``; unchanged if the short side is ``size``.
+    - ``tsm``: torchvision ``Resize(int)`` (TSM ``GroupScale``): ``int(size * long / short)``;
+      unchanged if the short side already is ``size``.
+    - ``pyslowfast``: ``random_short_side_scale_jitter`` (``slowfast/datasets/transform.py``):
+      ``floor(long / short * size)``; unchanged if the short side already is ``size``.
+    - ``tokshift``: ``short_side_resize`` (``data/augmentation.py``): ``floor(long / short *
+      size)``; the width is the long side only when strictly wider.
+    - ``srtg``: imgaug ``Resize({"shorter-side": s, "longer-side": "keep-aspect-ratio"})``:
+      ``np.round(size * long / short)`` (half to even); the height is short only when strictly
+      smaller.
+    """
+    h, w = int(height), int(width)
+    if rule not in RESIZES:
+        raise ValueError(f"resize rule must be one of {RESIZES}, got {rule!r}")
+    if rule == "lab":
+        if min(h, w) == size:
+            return h, w
+        if h <= w:
+            return size, max(size, round(w * size / h))
+        return max(size, round(h * size / w)), size
+    if rule in ("tsm", "pyslowfast") and ((w <= h and w == size) or (h <= w and h == size)):
+        return h, w
+    portrait = w < h
+    if rule == "tsm":
+        long = int(size * (h if portrait else w) / (w if portrait else h))
+    elif rule == "pyslowfast":
+        long = math.floor(float(h if portrait else w) / (w if portrait else h) * size)
+    elif rule == "tokshift":
+        portrait = not w > h
+        long = math.floor(1.0 * (h if portrait else w) / (w if portrait else h) * size)
+    else:
+        portrait = not h < w
+        long = int(np.round(size * ((h / w) if portrait else (w / h))))
+    return (long, size) if portrait else (size, long)
+
+
+def resize_short_side(frames: torch.Tensor, size: int, rule: str = "lab") -> torch.Tensor:
+    """Resize ``(T, C, H, W)`` so that the short side is ``size`` (``resized_shape`` rounding).
+
+    Interpolation follows the original: antialiased bilinear, PIL's ``BILINEAR`` (``lab``,
+    ``tsm``); antialiased bicubic, PIL's ``BICUBIC`` (``tokshift``); plain bicubic, OpenCV's
+    ``INTER_CUBIC`` under imgaug (``srtg``); plain bilinear on float pixels, PySlowFast's
+    ``F.interpolate`` on normalised frames (``pyslowfast``: uint8 input comes back as float in
+    ``[0, 1]``, unrounded, which ``normalize`` accepts). uint8 input otherwise stays uint8
+    (torch's vectorised uint8 path, several times faster than float).
     """
     h, w = frames.shape[-2:]
-    if min(h, w) == size:
+    new_h, new_w = resized_shape(h, w, size, rule)
+    if rule == "pyslowfast":
+        if frames.dtype == torch.uint8:
+            frames = frames.float().div_(255.0)
+        if (new_h, new_w) == (h, w):
+            return frames
+        return F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    if (new_h, new_w) == (h, w):  # PIL, torchvision and OpenCV return a same-size frame as is
         return frames
-    if h <= w:
-        new_h, new_w = size, max(size, round(w * size / h))
-    else:
-        new_h, new_w = max(size, round(h * size / w)), size
+    if rule == "srtg":
+        return F.interpolate(frames, size=(new_h, new_w), mode="bicubic", align_corners=False)
+    if rule == "tokshift":
+        return F.interpolate(
+            frames, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+        )
     return _resize(frames, new_h, new_w)
 
 
@@ -185,7 +289,10 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], c
     std_t = torch.tensor(std, dtype=torch.float32, device=clip.device)
     scale = (1.0 / (std_t * 255.0) if clip.dtype == torch.uint8 else 1.0 / std_t).view(shape)
     shift = (torch.tensor(mean, dtype=torch.float32, device=clip.device) / std_t).view(shape)
-    return clip.float().mul_(scale).sub_(shift)
+    # A float32 input is copied too: the in-place ops must never reach the caller's tensor
+    # (PySlowFast's float frames are shared by the crops of several views).
+    out = clip.clone() if clip.dtype == torch.float32 else clip.float()
+    return out.mul_(scale).sub_(shift)
 
 
 class _RandomChannelAdd(nn.Module):
@@ -360,8 +467,8 @@ class ClipTransform:
     def _geometry(self, clip: torch.Tensor, rng: np.random.Generator, c: int) -> torch.Tensor:
         lo, hi = self.scale_range_for(c)
         if not self.train:
-            clip = resize_short_side(clip, (lo + hi) // 2)
-            return crop_clip(clip, crop_boxes(*clip.shape[-2:], c, "center")[0], c)
+            clip = resize_short_side(clip, (lo + hi) // 2, CENTRE_VIEW_RESIZE)
+            return crop_clip(clip, crop_boxes(*clip.shape[-2:], c, CENTRE_VIEW_CROP, 1)[0], c)
         h, w = clip.shape[-2:]
         if self.train_crop == "resized":  # scale-free: area fraction of the frame itself
             return _resize(_slice(clip, random_resized_crop_box(h, w, rng, self.rrc_scale, self.rrc_ratio)), c, c)

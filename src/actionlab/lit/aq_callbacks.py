@@ -2,7 +2,7 @@
 
 RubiksNet-AQ (Fan et al., ECCV 2020) learns per-channel 3-tap temporal attention; annealing the
 softmax temperature drives it to one-hot, i.e. an integer {-1, 0, +1} frame shift per channel.
-The release ships no schedule (paper note section 1.7), so ours is explicit: the temperature
+The release ships no schedule (a fixed ``T = 2.0``), so ours is explicit: the temperature
 goes from ``t_start`` to ``t_end`` over training (exponential by default, linear or cosine on
 request), per optimiser step, then the attention is hard-quantised (``T = 0``) for the last
 step's validation, the checkpoints saved after it and inference.

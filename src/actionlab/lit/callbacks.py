@@ -228,6 +228,10 @@ class WandbMedia(Callback):
         self._cm = np.zeros((num_classes, num_classes), dtype=np.int64)
 
         def hook(module: Any, args: Any, output: Tensor) -> None:
+            # Under DDP, Lightning also calls the module with validation_step as its forward
+            # (returning None): only the logits of self(clips) count.
+            if not isinstance(output, Tensor):
+                return
             if self._labels is not None and output.ndim == 2 and output.shape[0] == self._labels.shape[0]:
                 from actionlab.reports import confusion_matrix
 

@@ -4,6 +4,9 @@ Cross-entropy (optional label smoothing), optimiser and scheduler from Hydra par
 groups from the backbone's declarations (``actionlab.lit.optim``), torchmetrics top-1/top-5 per
 stage under ``stage/name`` (``train/loss``, ``val/acc``, ``val/acc5``, ``val/acc_best``).
 Multi-view batches ``(B, V, C, T, H, W)`` are scored per view and aggregated over ``V``.
+Validation/test items whose dataset index is negative stand in for a video that could not be
+read (``actionlab.data.datamodule.excluded_index``): they never reach a metric, and each epoch
+logs how many there were (``val/excluded_videos``, ``test/excluded_videos``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from actionlab.lit.optim import param_groups
 from actionlab.models.convert.common import LAB_KEY
 from actionlab.models.cpu_bf16 import guard_cpu_bf16_conv3d
+from actionlab.pretrained.protocol import PROTOCOL_KEY, training_protocol
 from actionlab.reports import Predictions, classification_metrics, dedup_by_index
 
 __all__ = ["AGGREGATIONS", "PROBABILITY_AGGREGATIONS", "VideoClassifier", "aggregate_views"]
@@ -110,6 +114,7 @@ class VideoClassifier(L.LightningModule):
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_excluded, self.test_excluded = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
         # Resolved model/data configs stored in every checkpoint (set by the train task).
         self.lab_config: dict[str, Any] = {}
@@ -156,21 +161,25 @@ class VideoClassifier(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
-    def _eval_step(self, batch, metrics: MetricCollection, loss_metric: MeanMetric) -> Tensor:
-        clips, labels, _ = batch
-        scores = self(clips)
-        loss = _score_loss(scores, labels, self._probabilities(clips))
-        metrics.update(scores, labels)
-        loss_metric.update(loss, weight=labels.numel())
-        return scores
-
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, self.val_loss)
+        clips, labels, index = batch
+        scores = self(clips)
+        keep = index >= 0
+        self.val_excluded.update((~keep).sum())
+        if not keep.all():
+            scores, labels = scores[keep], labels[keep]
+            if labels.numel() == 0:
+                return
+        loss = _score_loss(scores, labels, self._probabilities(clips))
+        self.val_metrics.update(scores, labels)
+        self.val_loss.update(loss, weight=labels.numel())
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.log_dict(values, prog_bar=True, sync_dist=False)
         self.log("val/loss", self.val_loss.compute())
+        self.log("val/excluded_videos", self.val_excluded.compute())
+        self.val_excluded.reset()
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(values["val/acc"])
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
@@ -190,9 +199,14 @@ class VideoClassifier(L.LightningModule):
         clips, labels, index = batch
         scores = self(clips)
         self._test_probabilities = self._probabilities(clips)
-        self._test_outputs.append((index.long(), scores.detach().float(), labels.long()))
+        keep = index >= 0
+        self.test_excluded.update((~keep).sum())
+        self._test_outputs.append((index[keep].long(), scores[keep].detach().float(), labels[keep].long()))
 
     def on_test_epoch_end(self) -> None:
+        excluded = self.test_excluded.compute()
+        self.test_excluded.reset()
+        self.log(f"{self.eval_prefix}/excluded_videos", excluded, sync_dist=False)
         if not self._test_outputs:
             return
         index, scores, labels = (torch.cat(parts) for parts in zip(*self._test_outputs))
@@ -228,6 +242,10 @@ class VideoClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "class_names"):
             info["class_names"] = list(datamodule.class_names)
+        if info.get("data") and not info.get(PROTOCOL_KEY):
+            # A lab-trained checkpoint's input protocol is its own data config: eval.py and
+            # predict evaluate it with the frames, crop and normalisation it was trained on.
+            info[PROTOCOL_KEY] = training_protocol(info["data"], info.get("eval"))
         checkpoint[LAB_KEY] = info
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "apply_memory_format",
     "clip_to_frames",
     "current_memory_format",
+    "model_kind",
     "resolve_memory_format",
 ]
 
@@ -47,7 +48,7 @@ PREFERRED: dict[str, dict[str, str]] = {
 }
 
 
-def _kind(model: nn.Module) -> str:
+def model_kind(model: nn.Module) -> str:
     """``frames`` for models that fold time into the batch of 2D layers (they declare a
     ``memory_format`` attribute and lay their frames out themselves), else ``clips``."""
     return "frames" if hasattr(model, "memory_format") else "clips"
@@ -66,7 +67,7 @@ def resolve_memory_format(model: nn.Module, fmt: str, device: torch.device | str
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else "cpu"
-    return PREFERRED[_kind(model)].get(torch.device(device).type, "contiguous")
+    return PREFERRED[model_kind(model)].get(torch.device(device).type, "contiguous")
 
 
 def _convert_parameters(model: nn.Module, channels_last: bool) -> None:
@@ -108,7 +109,7 @@ def apply_memory_format(
     if hook is not None:
         hook.remove()
         delattr(model, _HOOK_ATTR)
-    if _kind(model) == "frames":
+    if model_kind(model) == "frames":
         model.memory_format = resolved
     elif channels_last:
         setattr(model, _HOOK_ATTR, model.register_forward_pre_hook(_clip_input_hook))

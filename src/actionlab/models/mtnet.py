@@ -3,7 +3,7 @@
 Stergiou, Poppe. "Multi-Temporal Convolutions for Human Action Recognition in Videos", IJCNN
 2021 (arXiv 2011.03949). Layout and parameter names follow the released
 ``alexandrosstergiou/Squeeze-and-Recursion-Temporal-Gates`` (``network/MTnet.py``;
-``shared/design/papers/srtg_mtnet_tokshift.md`` A.3): ``stem``, ``layer{1..4}.{i}.{conv1_1,
+``docs/models/mtnet.md``): ``stem``, ``layer{1..4}.{i}.{conv1_1,
 conv1_2,conv2,conv3,downsample}.{conv_short,conv_long,conv_short2long,norm_short,norm_long}``,
 ``layer*.{i}.sr_{short,long}.rnn`` (released ``.op``; the importer renames), ``fc``.
 

@@ -2,15 +2,15 @@
 
 Fan, Buch, Wang, Cao, Zhu, Niebles, Fei-Fei. "RubiksNet: Learnable 3D-Shift for Efficient
 Video Action Recognition", ECCV 2020. Layout, widths and parameter names follow the released
-code (``StanfordVL/RubiksNet``; ``shared/design/papers/rubiksnet.md`` section 2), so released
+code (``StanfordVL/RubiksNet``; ``docs/models/rubiksnet.md``), so released
 state dicts map key for key: ``backbone.layer{0..4}.{i}.{bn1,conv2,bn2,as3.rubiks3d.shift,se,
 conv3,shortcut}``, ``backbone.bn_last``, ``new_fc``.
 
 Input ``(B, C, T, H, W)``; frames are folded into the batch for the 1x1 convolutions and
 unfolded around every RubiksShift; the FC runs per frame and logits are averaged over T.
 
-Variant ``rubiks3d-aq`` (RubiksNet-AQ, attention-quantized temporal shift; paper note section
-1.7): each block keeps a spatial-only ``RubiksShift2d`` (``as3.shift``, ``(2, C_mid)``) and
+Variant ``rubiks3d-aq`` (RubiksNet-AQ, attention-quantized temporal shift; the
+released ``AttentionShift``): each block keeps a spatial-only ``RubiksShift2d`` (``as3.shift``, ``(2, C_mid)``) and
 prepends to its first 1x1 conv a per-channel 3-tap temporal attention
 (``conv2.0.weight`` ``(C_in, 3)``, temperature ``conv2.0.T``; ``conv2.1`` is the conv). Annealing
 the temperature to 0 (``actionlab.lit.aq_callbacks.AQTemperatureAnneal``) makes every channel a

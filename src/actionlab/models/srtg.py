@@ -3,14 +3,14 @@
 Stergiou, Poppe. "Learn to cycle: Time-consistent feature discovery for action recognition",
 Pattern Recognition Letters 2021 (arXiv 2006.08247). Layout and parameter names follow the
 released ``alexandrosstergiou/Squeeze-and-Recursion-Temporal-Gates`` (``network/srtg_resnet.py``;
-``shared/design/papers/srtg_mtnet_tokshift.md`` part A), so released state dicts map key for key
+``docs/models/srtg.md``), so released state dicts map key for key
 except the recurrent cell, which we call ``sar.rnn`` (released ``sar.lstm``; the importer renames):
 ``stem.*``, ``layer{1..4}.{i}.{conv1,conv2[,conv3],downsample,sar.rnn}``, ``fc``.
 
 Kept from the release on purpose: its "bottleneck" has expansion 1 (so the ``*_50``/``*_101``
 models are narrow, 64..512 channels, fc input 512), the (2+1)D mid-width formula from the block's
-*input* width, and the 3x3x3 stride-2 max-pool after the stem that the design note records at
-the release HEAD (``1c4dd7e``); older revisions of the file (``7b76e80``, ``17d2689``) have no
+*input* width, and the 3x3x3 stride-2 max-pool after the stem that the release HEAD (``1c4dd7e``)
+has; older revisions of the file (``7b76e80``, ``17d2689``) have no
 pool, which ``stem_pool=False`` reproduces (7x the MACs, same parameters). The SR block sits after
 each block's final ReLU.
 

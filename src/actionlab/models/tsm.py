@@ -1,7 +1,7 @@
 """TSM: ResNet with a temporal shift in every residual branch (Temporal Shift Module).
 
 Lin, Gan, Han. "TSM: Temporal Shift Module for Efficient Video Understanding", ICCV 2019.
-As in the released code (``shared/design/papers/rubiksnet.md`` section 5): frames are folded
+As in the released code (``docs/models/tsm.md``): frames are folded
 into the batch of a 2D ResNet; 1/8 of the channels shift one frame each way (zero-padded at
 clip ends) before the first 1x1 conv of each bottleneck, the identity path untouched
 ("blockres"); every block for ResNet-50, every other block for ResNet-101 and deeper; a

@@ -2,7 +2,7 @@
 
 Lee, Kim, Hwang, Park. "Diverse Temporal Aggregation and Depthwise Spatiotemporal
 Factorization for Efficient Video Classification" (arXiv 2012.00317). Layout as in the released
-code ``youngwanLEE/VoV3D`` (``shared/design/papers/vov3d_x3d_multigrid.md`` part A):
+code ``youngwanLEE/VoV3D`` (``docs/models/vov3d.md``):
 
 * D(2+1)D unit: 1x1x1 conv-BN-ReLU, depthwise 1x3x3 (spatial stride), depthwise 3x1x1, one BN,
   SE on units 0/2/4, Swish, 1x1x1 conv-BN to ``dim_inner / 2``, identity residual when shapes
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from actionlab.models.layers import ConvBNAct3d, SqueezeExcite3d, Swish
-from actionlab.models.x3d import SE_RATIO, X3DLayout
+from actionlab.models.x3d import SE_RATIO, X3DLayout, release_pool
 
 __all__ = ["SIZES", "D2Plus1DUnit", "TOSATransform", "VoV3D", "vov3d_l", "vov3d_m"]
 
@@ -118,6 +118,9 @@ class VoV3D(X3DLayout):
         num_frames: frames per clip the model is trained with (informational: any T works).
         dropout: dropout before the FC (paper: 0.5).
         fc_std: std of the FC initialisation (paper: 0.01).
+        release_head, train_crop_size: the released head (fixed ``(num_frames, ceil(crop /
+            32) x 2)`` pool, per-position softmax average; ``models.x3d.X3D``), for the
+            256-pixel test of the 224-trained releases. Default: global pooling.
     """
 
     def __init__(
@@ -127,6 +130,8 @@ class VoV3D(X3DLayout):
         num_frames: int = 16,
         dropout: float = 0.5,
         fc_std: float = 0.01,
+        release_head: bool = False,
+        train_crop_size: int | None = None,
     ) -> None:
         if size not in SIZES:
             raise ValueError(f"VoV3D size must be one of {sorted(SIZES)}, got {size!r}")
@@ -139,8 +144,13 @@ class VoV3D(X3DLayout):
         def transform(dim_in: int, dim_inner: int, dim_out: int, stride: int, i: int) -> nn.Module:
             return TOSATransform(dim_in, dim_inner, dim_out, stride)
 
-        super().__init__(cfg.inner // 2, stages, transform, num_classes, dropout, fc_std)
+        train_crop = train_crop_size or 224
+        pool = release_pool(num_frames, train_crop) if release_head else None
+        super().__init__(
+            cfg.inner // 2, stages, transform, num_classes, dropout, fc_std, head_pool=pool
+        )
         self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
+        self.release_head, self.train_crop_size = release_head, train_crop
 
 
 def vov3d_m(**kwargs) -> VoV3D:

@@ -1,7 +1,7 @@
 """X3D: progressively expanded 3D networks (XS, S, M, L).
 
 Feichtenhofer. "X3D: Expanding Architectures for Efficient Video Recognition", CVPR 2020.
-Layout as in PySlowFast's ``X3D`` class (``shared/design/papers/vov3d_x3d_multigrid.md`` part B):
+Layout as in PySlowFast's ``X3D`` class (``docs/models/x3d.md``):
 stem (1x3x3 conv, stride 2, then depthwise 5x1x1 conv, BN, ReLU), four stages of bottleneck
 blocks (1x1x1 -> depthwise 3x3x3 -> SE on even blocks -> Swish -> 1x1x1 with zero-init BN)
 inside residual blocks, and the X3D head (conv5 -> pool -> 2048 -> FC, dropout 0.5).
@@ -12,7 +12,8 @@ Expansion as implemented: width factor 2.0 (stage outputs 24, 48, 96, 192), bott
 (frames x crop: 4x160, 13x160, 16x224; L: 16x312).
 
 Input ``(B, 3, T, H, W)``, any ``T, H, W`` (adaptive head pooling); output logits
-``(B, num_classes)``. Parameter names are ours; ``models/convert/x3d.py`` maps PySlowFast's.
+``(B, num_classes)``. ``release_head=True`` gives the released head's fixed pooling and
+per-position softmax average instead (the 256-pixel test protocol of the X3D releases). Parameter names are ours; ``models/convert/x3d.py`` maps PySlowFast's.
 """
 
 from __future__ import annotations
@@ -34,7 +35,18 @@ from actionlab.models.layers import (
     round_width,
 )
 
-__all__ = ["SIZES", "X3D", "X3DLayout", "X3DStem", "X3DTransform", "x3d_l", "x3d_m", "x3d_s", "x3d_xs"]
+__all__ = [
+    "SIZES",
+    "X3D",
+    "X3DLayout",
+    "X3DStem",
+    "X3DTransform",
+    "release_pool",
+    "x3d_l",
+    "x3d_m",
+    "x3d_s",
+    "x3d_xs",
+]
 
 
 @dataclass(frozen=True)
@@ -100,12 +112,20 @@ class X3DTransform(nn.Module):
         return self.c(self.b_act(x))
 
 
+def release_pool(num_frames: int, train_crop_size: int) -> tuple[int, int, int]:
+    """The released head's pooling kernel: ``(NUM_FRAMES, ceil(TRAIN_CROP_SIZE / 32)) x 2``
+    (PySlowFast ``video_model_builder.X3D._construct_network``, VoV3D's builder alike)."""
+    side = math.ceil(train_crop_size / 32.0)
+    return (int(num_frames), side, side)
+
+
 class X3DLayout(nn.Module):
     """The X3D network layout, shared with VoV3D: stem, stages ``s2..s5`` of residual blocks
     (spatial stride 2 in each stage's first block) and the X3D head.
 
     ``transform(dim_in, dim_inner, dim_out, stride, index_in_stage)`` builds a block's residual
-    branch; ``stages`` lists ``(blocks, dim_inner, dim_out)`` per stage.
+    branch; ``stages`` lists ``(blocks, dim_inner, dim_out)`` per stage; ``head_pool`` is the
+    head's ``pool_size`` (None: global pooling).
     """
 
     def __init__(
@@ -117,6 +137,7 @@ class X3DLayout(nn.Module):
         dropout: float,
         fc_std: float,
         drop_path: float = 0.0,
+        head_pool: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
         self.stem = X3DStem(3, stem_width)
@@ -129,7 +150,9 @@ class X3DLayout(nn.Module):
                 blocks.append(ResBlock3d(branch, dim_in, dim_out, stride, drop_path * index / total))
                 dim_in, index = dim_out, index + 1
             self.add_module(f"s{stage + 2}", nn.Sequential(*blocks))
-        self.head = X3DHead(dim_in, stages[-1][1], num_classes, DIM_C5, dropout)
+        self.head = X3DHead(
+            dim_in, stages[-1][1], num_classes, DIM_C5, dropout, pool_size=head_pool
+        )
         init_msra(self, fc_std=fc_std, zero_init_final_bn=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -154,6 +177,13 @@ class X3D(X3DLayout):
         dropout: dropout before the FC (paper: 0.5).
         drop_path: maximum stochastic-depth rate, growing linearly with depth (paper: 0).
         fc_std: std of the FC initialisation (paper: 0.01).
+        release_head: the released head (``model.release_head``): a fixed
+            ``(num_frames, ceil(train_crop_size / 32) x 2)`` average pool with stride 1 and the
+            per-position softmax average (``X3DHead`` ``pool_size``), which is what PySlowFast
+            computes on a 256 test input of a 224-trained model. False (default, and for
+            training): global pooling. Same weights either way.
+        train_crop_size: the training crop the release pool is built from
+            (``model.train_crop_size``; None: the size's paper crop, 160/160/224/312).
     """
 
     def __init__(
@@ -164,6 +194,8 @@ class X3D(X3DLayout):
         dropout: float = 0.5,
         drop_path: float = 0.0,
         fc_std: float = 0.01,
+        release_head: bool = False,
+        train_crop_size: int | None = None,
     ) -> None:
         if size not in SIZES:
             raise ValueError(f"X3D size must be one of {sorted(SIZES)}, got {size!r}")
@@ -180,8 +212,11 @@ class X3D(X3DLayout):
             return X3DTransform(dim_in, dim_inner, dim_out, stride, use_se=i % 2 == 0)
 
         stem = round_width(DIM_C1, WIDTH_FACTOR)
-        super().__init__(stem, stages, transform, num_classes, dropout, fc_std, drop_path)
+        train_crop = train_crop_size or SIZES[size].crop_size
+        pool = release_pool(num_frames, train_crop) if release_head else None
+        super().__init__(stem, stages, transform, num_classes, dropout, fc_std, drop_path, pool)
         self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
+        self.release_head, self.train_crop_size = release_head, train_crop
 
 
 def x3d_xs(**kwargs) -> X3D:

@@ -2,7 +2,7 @@
 
 Fan, Buch, Wang, et al. "RubiksNet: Learnable 3D-Shift for Efficient Video Action
 Recognition", ECCV 2020. Semantics follow the released CUDA kernel (see
-``shared/design/papers/rubiksnet.md`` section 1):
+``docs/operators.md``):
 
 * input ``x`` is ``(N, T, C, H, W)``, shifts are ``(3, C)`` with rows ``(T, H, W)``;
 * ``out[n, t, c, h, w] = x(t * sT + s_T[c], h * sH + s_H[c], w * sW + s_W[c])`` sampled by
@@ -18,7 +18,7 @@ Trilinear interpolation with per-corner zero padding is separable, so the refere
 three 1D linear interpolations (T, then H, then W), each two gathers; autograd gives the
 exact adjoint for the input. For the shift gradient at exactly integer shifts (where the
 derivative is undefined) it uses the central difference ``0.5 * (x[s+1] - x[s-1])`` of
-the released 2D kernel, not the 3D kernel's quirk (ARCHITECTURE.md, "Decisions").
+the released 2D kernel, not the 3D kernel's quirk (``docs/operators.md``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 1/``fold_div`` one frame forward, zero-padded at the clip ends.
 
 Lin, Gan, Han. "TSM: Temporal Shift Module for Efficient Video Understanding", ICCV 2019,
-semantics of the released ``ops/temporal_shift.py`` (``shared/design/papers/rubiksnet.md`` 5.1)::
+semantics of the released ``ops/temporal_shift.py`` (``docs/operators.md``)::
 
     out[:, t, :fold]        = x[:, t + 1, :fold]        (fold 0 reads the next frame)
     out[:, t, fold:2*fold]  = x[:, t - 1, fold:2*fold]  (fold 1 reads the previous frame)

@@ -2,7 +2,7 @@
 
 Zhang, Hao, Ngo. "Token Shift Transformer for Video Classification", ACM MM 2021
 (released ``VideoNetworks/TokShift-Transformer``, ``Block.shift_tk``; see
-``shared/design/papers/srtg_mtnet_tokshift.md`` part B.1).
+``docs/models/tokshift.md``).
 
 Tokens arrive as ``(B*T, N, C)`` with the ``T`` frames of a clip contiguous (frames folded into
 the batch). Only token 0 ([CLS]) moves: channels ``[0, C/d)`` take the *next* frame's values

@@ -14,6 +14,7 @@ __all__ = [
     "DatasetLayoutError",
     "VideoRecord",
     "check_split",
+    "find_annotation_file",
     "read_csv_rows",
     "read_lines",
     "require_dir",
@@ -90,3 +91,22 @@ def read_lines(path: Path, what: str, layout: str) -> list[str]:
     require_file(path, what, layout)
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def find_annotation_file(
+    root: Path, names: list[str], what: str, key: str, layout: str, subdirs: tuple[str, ...] = ("labels",)
+) -> Path:
+    """The first of ``names`` that exists under ``root`` or one of its ``subdirs`` (releases put
+    annotations at the top or under ``labels/``); the error lists every path tried and the
+    config key (``data.annotations.<key>``) that names the file."""
+    tried = []
+    for base in (root, *(root / d for d in subdirs)):
+        for name in names:
+            path = base / name
+            if path.is_file():
+                return path
+            tried.append(str(path))
+    raise DatasetLayoutError(
+        f"{what} not found; tried {', '.join(tried)}. Name it with data.annotations.{key}=FILE "
+        f"(relative to data.root, or absolute).\n{layout}"
+    )

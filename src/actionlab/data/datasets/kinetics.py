@@ -7,8 +7,9 @@ Layout under ``root`` (cvdfoundation/kinetics-dataset; the DeepMind csvs work to
     train/<youtube_id>_<start:06d>_<end:06d>.mp4
     val/...
 
-With ``label_subdirs`` the videos sit in one folder per class (``abseiling/``, spaces as
-``_``, the ActivityNet downloader layout). Class ids are the sorted class names of the train
+With ``label_subdirs`` the videos sit in one folder per class, named as the ActivityNet
+downloader writes it (the class name, spaces and all: ``passing American football (in game)/``)
+or as mmaction2's ``rename_classnames.sh`` leaves it (spaces as ``_``); whichever exists is used. Class ids are the sorted class names of the train
 csv (mmaction ``parse_kinetics_splits``); ``classes_file`` (one name per line) pins another
 order, e.g. the one of a released checkpoint. The class count is the config's
 (``data.num_classes`` 400, 600 or 700) and is checked against the csv.
@@ -29,7 +30,7 @@ from actionlab.data.datasets.base import (
     video_path,
 )
 
-__all__ = ["KineticsAnnotations", "clean_label", "kinetics_video_name"]
+__all__ = ["KineticsAnnotations", "class_folder", "clean_label", "kinetics_video_name"]
 
 LAYOUT = (
     "expected Kinetics layout under data.root:\n"
@@ -48,6 +49,14 @@ def kinetics_video_name(youtube_id: str, start: float, end: float) -> str:
     return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
 
 
+def class_folder(video_dir: str, label: str) -> str:
+    """The folder of class ``label``: as named (ActivityNet downloader, with spaces) if it
+    exists, else with spaces as ``_`` (mmaction2 ``rename_classnames.sh``, also used when
+    neither exists: its videos then count as missing)."""
+    spaced = Path(video_dir) / label
+    return str(spaced if spaced.is_dir() else Path(video_dir) / label.replace(" ", "_"))
+
+
 class KineticsAnnotations:
     """Kinetics-400/600/700 clips.
 
@@ -56,7 +65,8 @@ class KineticsAnnotations:
         files: annotation csv per split, relative to ``root``.
         video_dirs: video folder per split, relative to ``root``.
         ext: video extension (``mp4``; empty for frame folders).
-        label_subdirs: videos are under ``<video_dir>/<class with spaces as _>/``.
+        label_subdirs: videos are under ``<video_dir>/<class>/``, the class folder named with
+            spaces (ActivityNet downloader) or with ``_`` (mmaction2); both resolve.
         classes_file: optional class list (one per line) fixing the class ids.
     """
 
@@ -103,6 +113,7 @@ class KineticsAnnotations:
         ids = {name: i for i, name in enumerate(self.class_names)}
         video_dir = str(require_dir(Path(self.root) / self.video_dirs[split], f"{split} video folder", LAYOUT))
         records = []
+        folders: dict[str, str] = {}
         for row in self._rows(split):
             label_name = clean_label(row.get("label") or "")
             if label_name and label_name not in ids:
@@ -112,6 +123,8 @@ class KineticsAnnotations:
             name = kinetics_video_name(row["youtube_id"], row["time_start"], row["time_end"])
             folder = video_dir
             if self.label_subdirs and label_name:
-                folder = str(Path(video_dir) / label_name.replace(" ", "_"))
+                if label_name not in folders:
+                    folders[label_name] = class_folder(video_dir, label_name)
+                folder = folders[label_name]
             records.append(VideoRecord(video_path(folder, name, self.ext), ids.get(label_name, -1), name))
         return records

@@ -1,17 +1,18 @@
 """Shared importer pieces for Zoo-I families: unwrap PySlowFast/VoV3D/TSM checkpoint dicts,
-rename keys by ordered regex rules, and the common command line.
+rename keys by ordered regex rules, read the training config PySlowFast stores, the common
+command line.
 
-PySlowFast (X3D) and VoV3D save ``{"model_state": ..., "optimizer_state": ..., "cfg": str}``;
-TSM saves ``{"state_dict": ...}`` with ``module.`` prefixes (DataParallel). Caffe2 ``.pkl``
-files are not supported.
+PySlowFast (X3D) and VoV3D save ``{"epoch", "model_state", "optimizer_state", "cfg"}`` where
+``cfg`` is the training config dumped as YAML (``slowfast/utils/checkpoint.py``
+``save_checkpoint``: ``cfg.dump()``); TSM saves ``{"state_dict": ...}`` with ``module.``
+prefixes (DataParallel). Caffe2 ``.pkl`` files are not supported.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,11 +20,22 @@ from torch import nn
 
 from actionlab.models.convert.common import (
     CheckpointMismatchError,
+    fill_bn_counters,
     load_state_dict_strict,
-    read_checkpoint,
-    save_lab_checkpoint,
     strip_prefix,
 )
+
+__all__ = [
+    "PYSLOWFAST_RULES",
+    "Rules",
+    "base_parser",
+    "cfg_get",
+    "cfg_protocol",
+    "load_released",
+    "pyslowfast_cfg",
+    "rename",
+    "unwrap_state",
+]
 
 Rules = Sequence[tuple[str, str]]
 
@@ -77,17 +89,6 @@ def rename(state: Mapping[str, torch.Tensor], rules: Rules) -> dict[str, torch.T
     return out
 
 
-def fill_bn_counters(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Add BN ``num_batches_tracked`` counters that older checkpoints lack (bookkeeping only,
-    not weights); returns the names added."""
-    added = []
-    for name, buf in model.state_dict().items():
-        if name.endswith("num_batches_tracked") and name not in state:
-            state[name] = torch.zeros_like(buf)
-            added.append(name)
-    return added
-
-
 def load_released(
     model: nn.Module, state: Mapping[str, torch.Tensor], rules: Rules, source: str = ""
 ) -> None:
@@ -97,43 +98,117 @@ def load_released(
     load_state_dict_strict(model, renamed, source)
 
 
-def run_cli(
-    family: str,
-    argv: list[str],
-    sizes: Sequence[str],
-    infer: Callable[[dict[str, torch.Tensor]], tuple[str, int]],
-    build: Callable[[str, int, int], tuple[nn.Module, dict[str, Any]]],
-    load: Callable[[nn.Module, dict[str, torch.Tensor], str], None],
-    default_frames: Callable[[str], int],
-) -> None:
-    """``python -m actionlab.models.convert <family> IN OUT [--size S] [--num-classes N]
-    [--num-frames T] [--class-names FILE]``: convert, load strictly, write a lab checkpoint.
+# ----------------------------------------------------------------------------------------------
+# The training config inside PySlowFast / VoV3D checkpoints
 
-    ``infer(state) -> (size, num_classes)`` reads the architecture from the weights;
-    ``build(size, num_classes, num_frames) -> (model, model_cfg)``;
-    ``load(model, state, source)`` raises on any key mismatch.
-    """
+
+def pyslowfast_cfg(ckpt: Any, source: str = "") -> dict[str, Any] | None:
+    """The ``cfg`` a PySlowFast checkpoint stores (a YAML dump, or a dict), or None."""
+    raw = ckpt.get("cfg") if isinstance(ckpt, Mapping) else None
+    if raw is None:
+        return None
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, str):
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise CheckpointMismatchError(
+                f"{source}: its 'cfg' entry is not the YAML PySlowFast writes ({err})"
+            ) from err
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
+def cfg_get(cfg: Mapping[str, Any] | None, dotted: str) -> Any:
+    """``cfg_get(cfg, "DATA.NUM_FRAMES")``; None where the key is absent."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def cfg_facts(cfg: Mapping[str, Any] | None) -> dict[str, tuple[Any, str]]:
+    """What the stored training config says, as ``name -> (value, where)`` facts."""
+    keys = {
+        "num_classes": "MODEL.NUM_CLASSES",
+        "num_frames": "DATA.NUM_FRAMES",
+        "sampling_rate": "DATA.SAMPLING_RATE",
+        "train_crop": "DATA.TRAIN_CROP_SIZE",
+        "mean": "DATA.MEAN",
+        "std": "DATA.STD",
+    }
+    facts = {}
+    for name, dotted in keys.items():
+        value = cfg_get(cfg, dotted)
+        if value is not None:
+            facts[name] = (list(value) if isinstance(value, (list, tuple)) else value, f"cfg {dotted}")
+    return facts
+
+
+def cfg_dataset(cfg: Mapping[str, Any] | None) -> str | None:
+    name = cfg_get(cfg, "TRAIN.DATASET") or cfg_get(cfg, "TEST.DATASET")
+    return str(name).lower() if name else None
+
+
+def cfg_protocol(cfg: Mapping[str, Any], num_frames: int, defaults: Mapping[str, Any], source: str):
+    """The input protocol the stored config describes (its dataset's test script), with
+    ``defaults`` for what the config leaves out (an older PySlowFast without the key)."""
+    from actionlab.pretrained.families import pyslowfast_kinetics, vov3d_something
+
+    def get(dotted: str, key: str):
+        value = cfg_get(cfg, dotted)
+        return defaults[key] if value is None else value
+
+    dataset = cfg_dataset(cfg) or "kinetics"
+    jitter = tuple(int(v) for v in get("DATA.TRAIN_JITTER_SCALES", "jitter"))
+    common = {
+        "num_frames": num_frames,
+        "train_crop": int(get("DATA.TRAIN_CROP_SIZE", "train_crop")),
+        "test_crop": int(get("DATA.TEST_CROP_SIZE", "test_crop")),
+        "jitter": jitter,
+        "mean": tuple(float(v) for v in get("DATA.MEAN", "mean")),
+        "std": tuple(float(v) for v in get("DATA.STD", "std")),
+        "clips": int(get("TEST.NUM_ENSEMBLE_VIEWS", "clips")),
+        "crops": int(get("TEST.NUM_SPATIAL_CROPS", "crops")),
+    }
+    if dataset.startswith("ssv") or "something" in dataset:
+        protocol = vov3d_something(**common)
+        # OpenCV frames stay BGR unless the config reverses them (REVERSE_INPUT_CHANNEL).
+        bgr = not cfg_get(cfg, "DATA.REVERSE_INPUT_CHANNEL")
+    elif dataset == "kinetics":
+        protocol = pyslowfast_kinetics(
+            sampling_rate=int(get("DATA.SAMPLING_RATE", "sampling_rate")),
+            target_fps=float(get("DATA.TARGET_FPS", "target_fps")),
+            **common,
+        )
+        bgr = bool(cfg_get(cfg, "DATA.REVERSE_INPUT_CHANNEL"))
+    else:
+        raise CheckpointMismatchError(
+            f"{source}: cfg TRAIN.DATASET is {dataset!r}; the lab knows the test protocols of "
+            "PySlowFast's kinetics and VoV3D's ssv1/ssv2 only. Pass --release NAME for a "
+            "registry entry"
+        )
+    if bgr:
+        from dataclasses import replace
+
+        protocol = replace(protocol, channel_order="bgr")
+    return protocol
+
+
+def base_parser(family: str, what: str) -> argparse.ArgumentParser:
+    """The options every Zoo-I importer takes."""
     parser = argparse.ArgumentParser(prog=f"python -m actionlab.models.convert {family}")
-    parser.add_argument("input", help="released checkpoint (.pyth/.pth/.pth.tar)")
+    parser.add_argument("input", help=f"released checkpoint ({what})")
     parser.add_argument("output", help="lab checkpoint to write (.ckpt)")
-    parser.add_argument("--size", choices=list(sizes), help="model size (default: inferred)")
     parser.add_argument("--num-classes", type=int, help="classes (default: from the classifier)")
-    parser.add_argument("--num-frames", type=int, help="frames per clip the model was trained on")
+    parser.add_argument("--num-frames", type=int, help="frames per clip the model was trained on (a check)")
     parser.add_argument("--class-names", help="text file with one class name per line")
-    args = parser.parse_args(argv)
-    state = unwrap_state(read_checkpoint(args.input), args.input)
-    size, num_classes = infer(state)
-    size = args.size or size
-    num_classes = args.num_classes or num_classes
-    frames = args.num_frames or default_frames(size)
-    model, model_cfg = build(size, num_classes, frames)
-    load(model, state, args.input)
-    names = None
-    if args.class_names:
-        names = [ln.strip() for ln in Path(args.class_names).read_text().splitlines() if ln.strip()]
-        if len(names) != num_classes:
-            raise SystemExit(
-                f"--class-names lists {len(names)} names but the model has {num_classes} classes"
-            )
-    save_lab_checkpoint(args.output, model, model_cfg, names, None, source=str(args.input))
-    print(f"wrote {args.output}: {family} {size}, {num_classes} classes, {frames} frames")
+    parser.add_argument(
+        "--release", help="registry entry the file is (python -m actionlab.pretrained list)"
+    )
+    return parser

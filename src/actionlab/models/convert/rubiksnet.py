@@ -3,15 +3,17 @@
 A released file (``ssv2_{tiny,small,medium,large}.pth.tar``, ``ssv2_large_aq_budget0.125.pth.tar``,
 ``kinetics_*.pth.tar``) is a dict with ``tier``, ``num_classes``, ``num_frames``, ``variant``
 (``rubiks3d`` or ``rubiks3d-aq``; old logs call AQ ``attention``) and ``model``, the state dict
-of ``RubiksNet``, whose key names ours reproduce one to one (paper note section 3.1).
+of ``RubiksNet``, whose key names ours reproduce one to one (``docs/models/rubiksnet.md``).
 
 Command line::
 
     python -m actionlab.models.convert rubiksnet ssv2_tiny.pth.tar rubiks_tiny_ssv2.ckpt \\
         [--class-names category.txt] [--shift-impl auto]
 
-writes a lab checkpoint; evaluate it with ``python eval.py ckpt_path=rubiks_tiny_ssv2.ckpt
-data=ssv2 data.root=...``.
+writes a lab checkpoint that records its input protocol (the registry entry's with
+``--release NAME`` or when the file keeps its published name; else TSM's test protocol: 2 clips
+x 3 crops for the 174 SSv2 classes, 1 centre clip otherwise); evaluate it the authors' way with
+``python eval.py ckpt_path=rubiks_tiny_ssv2.ckpt data=ssv2 data.root=...``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from actionlab.models.convert.common import (
     CheckpointMismatchError,
+    check_release,
+    describe_protocol,
+    fill_bn_counters,
+    lab_protocol,
     load_state_dict_strict,
     read_checkpoint,
+    read_class_names,
+    release_of,
     save_lab_checkpoint,
     strip_prefix,
 )
@@ -67,9 +73,7 @@ def load_official(path: str | Path, cls: type[RubiksNet] = RubiksNet, **kwargs) 
     )
     state = strip_prefix(ckpt["model"], "module.")  # files saved from DataParallel
     # BatchNorm counters are absent from files written by torch < 0.4.1; they are not weights.
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
+    fill_bn_counters(model, state)
     load_state_dict_strict(model, state, source=str(path))
     return model
 
@@ -99,19 +103,32 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--class-names", type=Path, default=None,
                         help="text file with one class name per line in label order (category.txt)")
     parser.add_argument("--shift-impl", default="auto", choices=("auto", "kernel", "reference"))
+    parser.add_argument("--release", help="registry entry the file is (python -m actionlab.pretrained list)")
     args = parser.parse_args(argv)
     model = load_official(args.input, shift_impl=args.shift_impl)
-    class_names = None
-    if args.class_names is not None:
-        class_names = [ln.strip() for ln in args.class_names.read_text().splitlines() if ln.strip()]
-        if len(class_names) != model.num_classes:
-            raise SystemExit(
-                f"{args.class_names} lists {len(class_names)} classes but the checkpoint has "
-                f"{model.num_classes}; pass the category file of the dataset it was trained on"
-            )
+    class_names = read_class_names(args.class_names, model.num_classes)
+    cfg = model_config(model, args.shift_impl)
+    config = cfg["_target_"].rsplit(".", 1)[1].replace("rubiksnet_", "rubiks_")
+    release, strong = release_of(args.input, args.release)
+    release = check_release(
+        args.input, release, strong,
+        {
+            "config": (config, "the file's tier/variant"),
+            "num_classes": (model.num_classes, "the file's num_classes"),
+            "num_frames": (model.num_frames, "the file's num_frames"),
+        },
+    )
+    from actionlab.pretrained.families import RUBIKSNET_REFERENCE, tsn_segments
+
+    view = "2clip" if model.num_classes == 174 else "1clip"
+    protocol = lab_protocol(
+        args.input, release, tsn_segments(model.num_frames, view, RUBIKSNET_REFERENCE),
+        f"RubiksNet's test protocol ({view}, {model.num_classes} classes)",
+    )
     save_lab_checkpoint(
-        args.output, model, model_config(model, args.shift_impl), class_names=class_names,
-        data_cfg=None, source=f"StanfordVL/RubiksNet release: {args.input.name}",
+        args.output, model, cfg, class_names=class_names,
+        data_cfg=None, source=f"StanfordVL/RubiksNet release: {args.input.name}", protocol=protocol,
     )
     print(f"wrote {args.output}: RubiksNet-{model.tier} ({model.variant}), "
           f"{model.num_classes} classes, {model.num_frames} frames")
+    print(describe_protocol(protocol))

@@ -1,7 +1,7 @@
 """Importer of Google's ImageNet-21k ViT ``.npz`` files into ViT / TokShift video models.
 
 Files: ``vit_models/imagenet21k/ViT-{B,L}_16.npz`` (the TokShift README's ``ViT-{B,L}_16_Img21.npz``
-are copies). Key table (``shared/design/papers/srtg_mtnet_tokshift.md`` B.6; ``D`` hidden,
+are copies). Key table (the release's ``load_from``; ``D`` hidden,
 ``h`` heads, ``d = D/h``, block ``i``):
 
 ==================================================================  ==================================
@@ -24,7 +24,10 @@ released ``scipy.ndimage.zoom(order=1)``), so the 224 file serves 256 and 384 mo
         --num-classes 400 [--num-frames 8] [--img-size 224] [--partial]
 
 ``.npz`` files are read with ``allow_pickle=False`` (no code runs while loading). Strict by
-default: every array must be used (or be a known head) and every model weight filled.
+default: every array must be used (or be a known head) and every model weight filled. The lab
+file records TokShift's Kinetics-400 protocol at the model's frames and size (the recipes these
+weights start), with the registry entry (``vit_b16_in21k`` / ``vit_l16_in21k``) when the file is
+one; ``--release`` checks B vs L against it.
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ from torch import Tensor
 
 from actionlab.models.convert.common import (
     CheckpointMismatchError,
+    check_release,
+    describe_protocol,
+    lab_protocol,
     load_state_dict_partial,
     load_state_dict_strict,
+    release_of,
     save_lab_checkpoint,
 )
 from actionlab.models.convert.srtg import format_report
@@ -182,10 +189,24 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--img-size", type=int, default=224, help="224, 256 or 384")
     parser.add_argument("--partial", action="store_true", help="load what fits, list the rest")
+    parser.add_argument("--release", help="registry entry the file is (python -m actionlab.pretrained list)")
     args = parser.parse_args(argv)
+    release, strong = release_of(args.src, args.release)
+    release = check_release(
+        args.src, release, strong, {"config": (args.model, "--model")},
+        same_config=lambda want, got: want.split("_")[1] == got.split("_")[1],  # B vs L only
+    )
     net, cfg, report = convert_npz(
         args.src, args.model, args.num_classes, args.num_frames, args.img_size, args.partial
     )
-    save_lab_checkpoint(args.dst, net, cfg, None, None, source=str(args.src))
+    from actionlab.pretrained.families import tokshift_kinetics
+
+    protocol = lab_protocol(
+        args.src, None, tokshift_kinetics(args.num_frames, args.img_size),
+        f"TokShift's Kinetics-400 protocol at {args.num_frames} x {args.img_size} (ImageNet-21k init)",
+    )
+    protocol["registry"] = release.name if release else None
+    save_lab_checkpoint(args.dst, net, cfg, None, None, source=str(args.src), protocol=protocol)
     print(f"wrote {args.dst} ({cfg['_target_']}, {args.img_size}px, {args.num_classes} classes)")
+    print(describe_protocol(protocol))
     print(format_report(report))

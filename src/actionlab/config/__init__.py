@@ -1,0 +1,1 @@
+"""Config checks: typed fields of the lab's config nodes (``schema``)."""
