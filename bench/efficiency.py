@@ -121,12 +121,14 @@ def section_variants(section: str, device: str, batch: int) -> list[Variant]:
             Variant("rubiks_tiny channels_last", "train", batch=batch, memory_format="channels_last"),
             *([Variant("rubiks_tiny channels_last (glibc allocator)", "train", batch=batch, memory_format="channels_last", retain=False)] if cpu else []),
             Variant("tsm_r50 today", "train", model="tsm_r50", batch=batch, **today),
+            *([Variant("tsm_r50 contiguous", "train", model="tsm_r50", batch=batch)] if cpu else []),
             Variant("tsm_r50 channels_last", "train", model="tsm_r50", batch=batch, memory_format="channels_last"),
         ]
     if section == "latency":
         cl = dict(memory_format="channels_last")
         return [
             Variant("rubiks_tiny today", "infer", batch=1, eval_fused=False, **today),
+            *([Variant("rubiks_tiny contiguous (AVX2 build)", "infer", batch=1, eval_fused=False)] if cpu else []),
             Variant("rubiks_tiny channels_last", "infer", batch=1, eval_fused=False, **cl),
             Variant("rubiks_tiny channels_last + BN/ReLU in shift", "infer", batch=1, **cl),
             Variant("rubiks_tiny channels_last + fuse_for_inference", "infer", batch=1, fuse=True, **cl),
@@ -451,10 +453,14 @@ def changes(results: dict) -> list[dict]:
         add("channels_last_train", {
             "tiny train step speedup vs contiguous (same build)": _ratio(train, same_build, "rubiks_tiny channels_last"),
             "tsm train step speedup": _ratio(train, "tsm_r50 today", "tsm_r50 channels_last"),
-        }, "yes: memory_format=auto picks channels_last for RubiksNet and TSM")
+            **({"tsm train step speedup vs contiguous (same allocator)": _ratio(train, "tsm_r50 contiguous", "tsm_r50 channels_last")}
+               if _row(train, "tsm_r50 contiguous") else {}),
+        }, "memory_format=auto: see PREFERRED in actionlab/models/memory_format.py")
     if lat:
         add("channels_last_infer", {
             "tiny latency speedup": _ratio(lat, "rubiks_tiny today", "rubiks_tiny channels_last"),
+            **({"tiny latency speedup vs contiguous (same build)": _ratio(lat, "rubiks_tiny contiguous (AVX2 build)", "rubiks_tiny channels_last")}
+               if _row(lat, "rubiks_tiny contiguous (AVX2 build)") else {}),
             "tsm latency speedup (with its eval path)": _ratio(lat, "tsm_r50 today", "tsm_r50 channels_last"),
         }, "yes")
         add("eval_bn_relu_in_shift", {"tiny latency speedup": _ratio(lat, "rubiks_tiny channels_last", "rubiks_tiny channels_last + BN/ReLU in shift")},
@@ -488,12 +494,16 @@ def ratios(results: dict) -> dict:
     lat = results["sections"].get("latency", {}).get("rows", [])
     out: dict[str, Any] = {}
     if train:
-        tiny_new, tsm_new = _row(train, "rubiks_tiny channels_last"), _row(train, "tsm_r50 channels_last")
+        # Both models in their fastest configuration the lab ships (the glibc-allocator rows are
+        # ablations, not configurations).
+        shipped = [r for r in train if "glibc" not in r["variant"]]
+        tiny_new = min((r for r in shipped if r["model"] == "rubiks_tiny"), key=lambda r: r["median_s"])
+        fastest_tsm = min((r for r in shipped if r["model"] == "tsm_r50"), key=lambda r: r["median_s"])
         tiny_old, tsm_old = _row(train, "rubiks_tiny today"), _row(train, "tsm_r50 today")
-        fastest_tsm = min(tsm_new, tsm_old, key=lambda r: r["median_s"])
         out["train_ratio_tiny_vs_tsm"] = fastest_tsm["median_s"] / tiny_new["median_s"]
         out["train_ratio_tiny_vs_tsm_today"] = tsm_old["median_s"] / tiny_old["median_s"]
         out["tiny_train_speedup_vs_today"] = tiny_old["median_s"] / tiny_new["median_s"]
+        out["train_tiny_variant_used"] = tiny_new["variant"]
         out["train_tsm_variant_used"] = fastest_tsm["variant"]
         # Process CPU time (all threads): less sensitive to other processes than wall clock.
         out["train_ratio_tiny_vs_tsm_cpu_time"] = fastest_tsm["cpu_median_s"] / tiny_new["cpu_median_s"]
