@@ -82,25 +82,28 @@ GPU_CASES: tuple[Case, ...] = (
 # bf16 activations at these sizes stay well inside 80 GB (an out-of-memory halves and retries).
 GPU_BATCH = {"rubiks_tiny": 32, "rubiks_small": 32, "rubiks_medium": 32, "rubiks_large": 32, "tsm_r50": 32,
              "x3d_m": 32, "vov3d_m": 32, "srtg_r3d_34": 16, "tokshift_base": 16}
-MEMORY_FORMATS = ("auto", "contiguous")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 
 
 def apply_memory_format(model, clips, fmt: str):
-    """``(model, clips)`` in the memory format ``fmt`` asks for; the ONE place this bench decides it.
-
-    ``auto``: 3D models (any 5-D weight: X3D, VoV3D, SRTG/R3D, MTNet) get ``channels_last_3d``
-    weights and clips, as ``ChannelsLast3d`` does for training; time-folded 2D models (RubiksNet,
-    TSM, ViT/TokShift) stay as they are, their clips are reshaped to frames inside the model.
-    ``contiguous``: nothing changes.
+    """``(model, clips, layout)`` in the memory format ``fmt``, decided by the lab's own
+    :func:`actionlab.models.memory_format.apply_memory_format` (what ``memory_format=`` does in
+    training), for the clips' device: ``auto`` is channels-last for the time-folded 2D models
+    (RubiksNet, TSM) everywhere and for the 3D models on GPUs. ``layout`` names what the
+    convolutions see (``channels_last`` frames or ``channels_last_3d`` clips, else ``contiguous``).
     """
     import torch
 
-    if fmt not in MEMORY_FORMATS:
-        raise ValueError(f"memory format must be one of {MEMORY_FORMATS}, got {fmt!r}")
-    if fmt == "auto" and any(p.ndim == 5 for p in model.parameters()):
-        model = model.to(memory_format=torch.channels_last_3d)
-        return model, clips.contiguous(memory_format=torch.channels_last_3d), "channels_last_3d"
-    return model, clips, "contiguous"
+    from actionlab.models.memory_format import FORMATS, model_kind
+    from actionlab.models.memory_format import apply_memory_format as apply
+
+    if fmt not in FORMATS:
+        raise ValueError(f"memory format must be one of {FORMATS}, got {fmt!r}")
+    if apply(model, fmt, clips.device) != "channels_last":
+        return model, clips, "contiguous"
+    if model_kind(model) == "frames":  # the model lays its frames out itself
+        return model, clips, "channels_last"
+    return model, clips.contiguous(memory_format=torch.channels_last_3d), "channels_last_3d"
 
 
 def _worker(spec: dict) -> dict:
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-batch", type=int, help="clips per GPU step for every case (default GPU_BATCH)")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], help="default: bf16-mixed on cuda, 32 on cpu")
     parser.add_argument("--memory-format", choices=MEMORY_FORMATS,
-                        help="default: auto (channels-last 3D for 3D models) on cuda, contiguous on cpu")
+                        help="default: auto (the lab's memory_format=auto) on cuda, contiguous on cpu")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 1 on cpu, 5 on cuda)")
     parser.add_argument("--steps", type=int, help="timed steps, median reported (default 3 on cpu, 10 on cuda)")
     parser.add_argument("--out", type=Path, default=RESULTS)

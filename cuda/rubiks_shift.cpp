@@ -2,13 +2,18 @@
 //
 // Ops (namespace `actionlab`):
 //   rubiks_shift(x, shift, stride, quantize)                        -> out
-//   rubiks_shift_grad_input(grad_out, shift, input_size, stride, q) -> grad_x (exact adjoint)
+//   rubiks_shift_grad_input(grad_out, shift, input_size, stride, q[, channels_last]) -> grad_x
+//     (exact adjoint; in the given layout, by default the one of grad_out)
 //   rubiks_shift_grad_shift(grad_out, x, shift, stride, q)          -> grad_shift (3, C), true gradient
 //     (straight-through when q: the derivative at the unrounded shifts)
+//   rubiks_shift_act(x, shift, stride, q, scale, bias, relu)        -> out of act(x), inference only
 // Autograd, the fake (meta) kernels and the Python entry point live in
 // src/actionlab/ops/rubiks_shift.py; the CUDA kernels in rubiks_shift_cuda.cu.
 //
-// CPU: parallel over N*T*C planes with ATen's OpenMP pool (at::parallel_for, so
+// Layouts: contiguous (N, T, C, H, W) runs the kernels below; channels last (N, T, H, W, C in
+// memory, see rubiks_shift_args.h) runs rubiks_shift_channels_last.cpp; results keep the layout.
+//
+// CPU, channels first: parallel over N*T*C planes with ATen's OpenMP pool (at::parallel_for, so
 // torch.set_num_threads applies), inner loops over W are branch-free and vectorisable:
 // each tap is an axpy (forward, input gradient) or a dot product (shift gradient) over the valid
 // range of output columns. Half and bfloat16 accumulate in float, double in double.
@@ -21,30 +26,11 @@
 
 #include "rubiks_shift.h"
 #include "rubiks_shift_args.h"
+#include "rubiks_shift_cpu.h"
 
 namespace actionlab {
 namespace rubiks {
 namespace {
-
-template <typename acc_t>
-struct ChannelTaps {
-  AxisTaps<acc_t> t, h, w;
-};
-
-template <typename acc_t>
-std::vector<ChannelTaps<acc_t>> channel_taps(const at::Tensor& shift, bool quantize) {
-  const at::Tensor s =
-      shift.detach().to(at::kCPU, c10::CppTypeToScalarType<acc_t>::value).contiguous();
-  const acc_t* p = s.template data_ptr<acc_t>();
-  const int64_t C = s.size(1);
-  std::vector<ChannelTaps<acc_t>> taps(C);
-  for (int64_t c = 0; c < C; ++c)
-    taps[c] = {make_taps<acc_t>(p[c], quantize), make_taps<acc_t>(p[C + c], quantize),
-               make_taps<acc_t>(p[2 * C + c], quantize)};
-  return taps;
-}
-
-int64_t grain_for(int64_t plane) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(plane, 1)); }
 
 // Valid output ranges of the three slots of one axis: slot k reads input o * stride + base + k.
 struct SlotRanges {
@@ -59,15 +45,15 @@ SlotRanges slot_ranges(const AxisTaps<acc_t>& taps, int64_t out_len, int64_t in_
   return r;
 }
 
-// acc[o] += a * src[o * stride] for o in [lo, hi).
-template <typename scalar_t, typename acc_t>
+// acc[o] += a * pre(src[o * stride]) for o in [lo, hi).
+template <typename scalar_t, typename acc_t, typename P>
 inline void axpy_gather(acc_t* __restrict__ acc, const scalar_t* __restrict__ src, int64_t lo,
-                        int64_t hi, int64_t stride, acc_t a) {
+                        int64_t hi, int64_t stride, acc_t a, const P& pre) {
   if (stride == 1) {
 #pragma omp simd
-    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(src[o]);
+    for (int64_t o = lo; o < hi; ++o) acc[o] += a * pre(static_cast<acc_t>(src[o]));
   } else {
-    for (int64_t o = lo; o < hi; ++o) acc[o] += a * static_cast<acc_t>(src[o * stride]);
+    for (int64_t o = lo; o < hi; ++o) acc[o] += a * pre(static_cast<acc_t>(src[o * stride]));
   }
 }
 
@@ -111,10 +97,10 @@ inline void store(scalar_t* __restrict__ dst, const acc_t* __restrict__ src, int
 // up to 2 rows and 2 slots in one pass over the columns where all slots are valid; the columns
 // where only some are valid are finished tap by tap. One pass instead of four halves the
 // accumulator traffic, which bounds the forward pass.
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, typename P>
 inline void gather_rows_s1(acc_t* __restrict__ acc, const scalar_t* const* rows, int nr,
                            const int64_t* off, const int64_t* lo, const int64_t* hi, int nk,
-                           const acc_t (*w)[2]) {
+                           const acc_t (*w)[2], const P& pre) {
   int64_t LO = lo[0], HI = hi[0];
   for (int k = 1; k < nk; ++k) {
     LO = std::max(LO, lo[k]);
@@ -124,8 +110,8 @@ inline void gather_rows_s1(acc_t* __restrict__ acc, const scalar_t* const* rows,
   for (int r = 0; r < nr; ++r)
     for (int k = 0; k < nk; ++k) {
       const scalar_t* src = rows[r] + off[k];
-      axpy_gather(acc, src, lo[k], std::min(hi[k], LO), 1, w[r][k]);
-      axpy_gather(acc, src, std::max(lo[k], HI), hi[k], 1, w[r][k]);
+      axpy_gather(acc, src, lo[k], std::min(hi[k], LO), 1, w[r][k], pre);
+      axpy_gather(acc, src, std::max(lo[k], HI), hi[k], 1, w[r][k], pre);
     }
   if (nk == 2 && nr == 2) {
     const scalar_t *a = rows[0] + off[0], *b = rows[0] + off[1], *c = rows[1] + off[0],
@@ -133,27 +119,40 @@ inline void gather_rows_s1(acc_t* __restrict__ acc, const scalar_t* const* rows,
     const acc_t wa = w[0][0], wb = w[0][1], wc = w[1][0], wd = w[1][1];
 #pragma omp simd
     for (int64_t o = LO; o < HI; ++o)
-      acc[o] += wa * static_cast<acc_t>(a[o]) + wb * static_cast<acc_t>(b[o]) +
-                wc * static_cast<acc_t>(c[o]) + wd * static_cast<acc_t>(d[o]);
+      acc[o] += wa * pre(static_cast<acc_t>(a[o])) + wb * pre(static_cast<acc_t>(b[o])) +
+                wc * pre(static_cast<acc_t>(c[o])) + wd * pre(static_cast<acc_t>(d[o]));
   } else if (nk == 2 || nr == 2) {  // two terms: two slots of one row or one slot of two rows
     const scalar_t* a = rows[0] + off[0];
     const scalar_t* b = nk == 2 ? rows[0] + off[1] : rows[1] + off[0];
     const acc_t wa = w[0][0], wb = nk == 2 ? w[0][1] : w[1][0];
 #pragma omp simd
     for (int64_t o = LO; o < HI; ++o)
-      acc[o] += wa * static_cast<acc_t>(a[o]) + wb * static_cast<acc_t>(b[o]);
+      acc[o] += wa * pre(static_cast<acc_t>(a[o])) + wb * pre(static_cast<acc_t>(b[o]));
   } else {
-    axpy_gather(acc, rows[0] + off[0], LO, HI, 1, w[0][0]);
+    axpy_gather(acc, rows[0] + off[0], LO, HI, 1, w[0][0], pre);
   }
 }
 
+// The values a forward reads, transformed by the fused inference activation of one channel.
+template <typename acc_t, bool kAffine, bool kRelu>
+struct PlanePre {
+  acc_t a, b;
+  inline acc_t operator()(acc_t x) const {
+    if (kAffine) x = a * x + b;
+    if (kRelu) x = x > acc_t(0) ? x : acc_t(0);
+    return x;
+  }
+};
+
 // Each task is one output plane (n, t, c): zero its accumulator, add the (up to 8) shifted
 // reads with the valid row/column ranges computed once per plane.
-template <typename scalar_t>
+template <typename scalar_t, bool kAffine, bool kRelu>
 void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& out,
-                      const Geometry& g, bool quantize) {
+                      const Geometry& g, bool quantize, const PreAct& pre_act) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto taps = channel_taps<acc_t>(shift, quantize);
+  const std::vector<acc_t> scale = channel_vector<acc_t>(pre_act.scale, g.C);
+  const std::vector<acc_t> bias = channel_vector<acc_t>(pre_act.bias, g.C);
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   const int64_t C = g.C, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
@@ -162,6 +161,8 @@ void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& 
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task % C, nt = task / C, to = nt % g.To, n = nt / g.To;
       const auto& [tt, th, tw] = taps[c];
+      const PlanePre<acc_t, kAffine, kRelu> pre{kAffine ? scale[c] : acc_t(1),
+                                                kAffine ? bias[c] : acc_t(0)};
       const SlotRanges rh = slot_ranges(th, g.Ho, g.H, g.sH), rw = slot_ranges(tw, g.Wo, g.W, g.sW);
       // Active column slots (value weight != 0; at most 2 of the 3).
       int nk = 0;
@@ -190,12 +191,12 @@ void forward_cpu_impl(const at::Tensor& x, const at::Tensor& shift, at::Tensor& 
           if (nr == 0) continue;
           acc_t* a = acc.data() + ho * g.Wo;
           if (g.sW == 1) {
-            gather_rows_s1(a, rows, nr, off, klo, khi, nk, w);
+            gather_rows_s1(a, rows, nr, off, klo, khi, nk, w, pre);
           } else {
             for (int r = 0; r < nr; ++r)
               for (int k = 0; k < nk; ++k)
                 axpy_gather(a + klo[k], rows[r] + off[k] + klo[k] * g.sW, 0, khi[k] - klo[k],
-                            g.sW, w[r][k]);
+                            g.sW, w[r][k], pre);
           }
         }
       }
@@ -307,21 +308,55 @@ at::Tensor grad_shift_cpu_impl(const at::Tensor& grad, const at::Tensor& x,
   return result.to(shift.scalar_type());
 }
 
-at::Tensor rubiks_shift_cpu(const at::Tensor& x_, const at::Tensor& shift, at::IntArrayRef stride,
-                            bool quantize) {
-  const Geometry g = forward_args(x_, shift, stride);
+// Channels-first forward with the pre-activation `pre` (none in training).
+at::Tensor forward_contiguous_cpu(const at::Tensor& x_, const at::Tensor& shift, const Geometry& g,
+                                  bool quantize, const PreAct& pre) {
   auto x = x_.contiguous();
   auto out = at::empty(output_size(g), x.options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_cpu",
-                                  [&] { forward_cpu_impl<scalar_t>(x, shift, out, g, quantize); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_cpu", [&] {
+    if (pre.affine() && pre.relu) {
+      forward_cpu_impl<scalar_t, true, true>(x, shift, out, g, quantize, pre);
+    } else if (pre.affine()) {
+      forward_cpu_impl<scalar_t, true, false>(x, shift, out, g, quantize, pre);
+    } else if (pre.relu) {
+      forward_cpu_impl<scalar_t, false, true>(x, shift, out, g, quantize, pre);
+    } else {
+      forward_cpu_impl<scalar_t, false, false>(x, shift, out, g, quantize, pre);
+    }
+  });
   return out;
 }
 
+at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& shift, const Geometry& g,
+                       bool quantize, const PreAct& pre) {
+  if (is_channels_last(x)) return forward_channels_last_cpu(x, shift, g, quantize, pre);
+  return forward_contiguous_cpu(x, shift, g, quantize, pre);
+}
+
+at::Tensor rubiks_shift_cpu(const at::Tensor& x, const at::Tensor& shift, at::IntArrayRef stride,
+                            bool quantize) {
+  return forward_cpu(x, shift, forward_args(x, shift, stride), quantize, PreAct{});
+}
+
+at::Tensor rubiks_shift_act_cpu(const at::Tensor& x, const at::Tensor& shift,
+                                at::IntArrayRef stride, bool quantize,
+                                const c10::optional<at::Tensor>& scale,
+                                const c10::optional<at::Tensor>& bias, bool relu) {
+  const Geometry g = forward_args(x, shift, stride);
+  return forward_cpu(x, shift, g, quantize, make_pre_act(scale, bias, relu, g.C, x));
+}
+
+// The input gradient runs in the layout of the forward input (`channels_last`, which autograd
+// passes: an upstream gradient of 1 x 1 planes is both layouts at once) or, without it, of the
+// upstream gradient; the shift gradient in the layout of the saved input. A gradient in the other
+// layout is converted first.
 at::Tensor rubiks_shift_grad_input_cpu(const at::Tensor& grad_, const at::Tensor& shift,
                                        at::IntArrayRef input_size, at::IntArrayRef stride,
-                                       bool quantize) {
+                                       bool quantize, c10::optional<bool> channels_last) {
   const Geometry g = grad_input_args(grad_, shift, input_size, stride);
+  if (channels_last.value_or(is_channels_last(grad_)))
+    return grad_input_channels_last_cpu(in_layout(grad_, true), shift, g, quantize);
   auto grad = grad_.contiguous();
   auto gx = at::empty(input_size, grad.options());
   if (gx.numel() == 0) return gx;
@@ -335,9 +370,10 @@ at::Tensor rubiks_shift_grad_shift_cpu(const at::Tensor& grad_, const at::Tensor
                                        const at::Tensor& shift, at::IntArrayRef stride,
                                        bool quantize) {
   const Geometry g = grad_shift_args(grad_, x_, shift, stride);
+  if (grad_.numel() == 0) return at::zeros_like(shift);
+  if (is_channels_last(x_)) return grad_shift_channels_last_cpu(in_layout(grad_, true), x_, shift, g);
   auto grad = grad_.contiguous();
   auto x = x_.contiguous();
-  if (grad.numel() == 0) return at::zeros_like(shift);
   at::Tensor result;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "rubiks_shift_grad_shift_cpu",
@@ -353,14 +389,20 @@ TORCH_LIBRARY(actionlab, m) {
   m.def("rubiks_shift(Tensor x, Tensor shift, int[3] stride, bool quantize) -> Tensor");
   m.def(
       "rubiks_shift_grad_input(Tensor grad_out, Tensor shift, SymInt[] input_size, int[3] stride, "
-      "bool quantize) -> Tensor");
+      "bool quantize, bool? channels_last=None) -> Tensor");
   m.def(
       "rubiks_shift_grad_shift(Tensor grad_out, Tensor x, Tensor shift, int[3] stride, "
       "bool quantize) -> Tensor");
+  // Inference only (no autograd): the forward of act(x) with act = [scale * x + bias] + [ReLU]
+  // applied to every value read, i.e. an inference BatchNorm and/or ReLU fused into the shift.
+  m.def(
+      "rubiks_shift_act(Tensor x, Tensor shift, int[3] stride, bool quantize, Tensor? scale, "
+      "Tensor? bias, bool relu) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(actionlab, CPU, m) {
   m.impl("rubiks_shift", &actionlab::rubiks::rubiks_shift_cpu);
   m.impl("rubiks_shift_grad_input", &actionlab::rubiks::rubiks_shift_grad_input_cpu);
   m.impl("rubiks_shift_grad_shift", &actionlab::rubiks::rubiks_shift_grad_shift_cpu);
+  m.impl("rubiks_shift_act", &actionlab::rubiks::rubiks_shift_act_cpu);
 }

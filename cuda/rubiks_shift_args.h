@@ -74,5 +74,65 @@ inline Geometry grad_shift_args(const at::Tensor& grad, const at::Tensor& x,
   return g;
 }
 
+// ---- memory layouts ----------------------------------------------------------------------------
+// Two layouts of x (N, T, C, H, W) are native: contiguous (channels first, planes of H x W), and
+// channels last, stored N, T, H, W, C: the 5-D view of a torch.channels_last (N*T, C, H, W)
+// tensor, which is how the time-folded 2D backbones hold their features in that format. Results
+// are allocated in the layout of the input, so a channels-last network stays channels last
+// without copies. Any other strides are made contiguous first.
+
+// Strictly channels last: for tensors where both layouts coincide (C == 1, or H == W == 1) the
+// contiguous kernels run and produce the same memory.
+inline bool is_channels_last(const at::Tensor& x) {
+  return x.dim() == 5 && !x.is_contiguous() && x.permute({0, 1, 3, 4, 2}).is_contiguous();
+}
+
+// An empty (N, T, C, H, W) tensor in the given layout.
+inline at::Tensor empty_in_layout(at::IntArrayRef size, const at::TensorOptions& options,
+                                  bool channels_last) {
+  if (!channels_last) return at::empty(size, options);
+  return at::empty({size[0], size[1], size[3], size[4], size[2]}, options).permute({0, 1, 4, 2, 3});
+}
+
+// `t` in the given layout (no copy when it already is).
+inline at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
+  if (!channels_last) return t.contiguous();
+  return t.permute({0, 1, 3, 4, 2}).contiguous().permute({0, 1, 4, 2, 3});
+}
+
+// ---- fused inference ----------------------------------------------------------------------------
+// What the forward applies to every value it reads, before interpolating: y = a[c] * x + b[c]
+// (a folded inference BatchNorm; skipped when undefined), then max(y, 0) when `relu`. Out-of-range
+// corners stay 0, as when the activation runs as its own op before the shift.
+struct PreAct {
+  at::Tensor scale, bias;  // (C,) or undefined
+  bool relu = false;
+  bool affine() const { return scale.defined(); }
+  bool any() const { return relu || affine(); }
+};
+
+inline PreAct make_pre_act(const c10::optional<at::Tensor>& scale,
+                           const c10::optional<at::Tensor>& bias, bool relu, int64_t C,
+                           const at::Tensor& like) {
+  PreAct pre;
+  pre.relu = relu;
+  const bool has_scale = scale.has_value() && scale->defined();
+  const bool has_bias = bias.has_value() && bias->defined();
+  TORCH_CHECK(has_scale == has_bias,
+              "rubiks_shift_act: pass both scale and bias (a folded BatchNorm) or neither");
+  if (has_scale) {
+    for (const at::Tensor* t : {&*scale, &*bias}) {
+      TORCH_CHECK(t->dim() == 1 && t->size(0) == C, "rubiks_shift_act: scale and bias must be (C=",
+                  C, ",), got ", t->sizes());
+      TORCH_CHECK(t->device() == like.device(), "rubiks_shift_act: scale/bias are on ",
+                  t->device(), " but the features are on ", like.device());
+    }
+    const auto acc = like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    pre.scale = scale->detach().to(acc).contiguous();
+    pre.bias = bias->detach().to(acc).contiguous();
+  }
+  return pre;
+}
+
 }  // namespace rubiks
 }  // namespace actionlab

@@ -8,7 +8,9 @@
 // launches on the current stream under a CUDAGuard of the input's device, 64-bit indexing,
 // float/double/half/bfloat16 with float accumulation (double for double), no THC, and the
 // shift gradient reduced per channel in registers, warp shuffles and shared memory into one
-// partial per block, then summed in a fixed order (deterministic, no atomics at all).
+// partial per block, then summed in a fixed order (deterministic, no atomics at all); both
+// layouts (contiguous and channels last, results in the layout of the input); the fused
+// inference forward rubiks_shift_act.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -53,12 +55,21 @@ at::Tensor rubiks_shift_cuda(const at::Tensor& x, const at::Tensor& shift, at::I
   return forward_with(CudaLauncher{}, x, shift, stride, quantize);
 }
 
+at::Tensor rubiks_shift_act_cuda(const at::Tensor& x, const at::Tensor& shift,
+                                 at::IntArrayRef stride, bool quantize,
+                                 const c10::optional<at::Tensor>& scale,
+                                 const c10::optional<at::Tensor>& bias, bool relu) {
+  check_on_cuda(x, shift);
+  const c10::cuda::CUDAGuard guard(x.device());
+  return forward_act_with(CudaLauncher{}, x, shift, stride, quantize, scale, bias, relu);
+}
+
 at::Tensor rubiks_shift_grad_input_cuda(const at::Tensor& grad, const at::Tensor& shift,
                                         at::IntArrayRef input_size, at::IntArrayRef stride,
-                                        bool quantize) {
+                                        bool quantize, c10::optional<bool> channels_last) {
   check_on_cuda(grad, shift);
   const c10::cuda::CUDAGuard guard(grad.device());
-  return grad_input_with(CudaLauncher{}, grad, shift, input_size, stride, quantize);
+  return grad_input_with(CudaLauncher{}, grad, shift, input_size, stride, quantize, channels_last);
 }
 
 at::Tensor rubiks_shift_grad_shift_cuda(const at::Tensor& grad, const at::Tensor& x,
@@ -77,4 +88,5 @@ TORCH_LIBRARY_IMPL(actionlab, CUDA, m) {
   m.impl("rubiks_shift", &actionlab::rubiks::rubiks_shift_cuda);
   m.impl("rubiks_shift_grad_input", &actionlab::rubiks::rubiks_shift_grad_input_cuda);
   m.impl("rubiks_shift_grad_shift", &actionlab::rubiks::rubiks_shift_grad_shift_cuda);
+  m.impl("rubiks_shift_act", &actionlab::rubiks::rubiks_shift_act_cuda);
 }

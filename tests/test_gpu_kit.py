@@ -97,18 +97,30 @@ def test_pytest_ignores_only_modules_without_cuda_tests():
     assert problems == []
 
 
-def test_memory_format_channels_last_only_for_3d_models():
+def test_memory_format_is_the_labs_auto_for_the_clips_device():
+    """The bench lays models out exactly as ``memory_format=`` does in training: on the CPU
+    ``auto`` keeps 3D models contiguous and puts time-folded ones (a ``memory_format``
+    attribute) channels-last; ``channels_last`` gives a 3D model NTHWC weights and clips."""
     conv3d = nn.Sequential(nn.Conv3d(3, 4, 3))
     clips = torch.randn(2, 3, 4, 8, 8)
+    reference = conv3d(clips)
     model, x, layout = train_step.apply_memory_format(conv3d, clips, "auto")
+    assert layout == "contiguous" and x is clips and model[0].weight.is_contiguous()
+    model, x, layout = train_step.apply_memory_format(conv3d, clips, "channels_last")
     assert layout == "channels_last_3d"
     assert x.is_contiguous(memory_format=torch.channels_last_3d)
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
-    torch.testing.assert_close(model(x), conv3d(clips.contiguous()))
-    folded = nn.Sequential(nn.Conv2d(3, 4, 3))
+    torch.testing.assert_close(model(x), reference)
+
+    class Folded(nn.Sequential):
+        memory_format = "contiguous"
+
+    folded = Folded(nn.Conv2d(3, 4, 3))
     model, x, layout = train_step.apply_memory_format(folded, clips, "auto")
-    assert layout == "contiguous" and x is clips and model[0].weight.is_contiguous()
-    assert train_step.apply_memory_format(conv3d, clips, "contiguous")[2] == "contiguous"
+    assert layout == "channels_last" and x is clips and model.memory_format == "channels_last"
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert train_step.apply_memory_format(folded, clips, "contiguous")[2] == "contiguous"
+    assert model[0].weight.is_contiguous()
     with pytest.raises(ValueError, match="memory format must be one of"):
         train_step.apply_memory_format(conv3d, clips, "nhwc")
 

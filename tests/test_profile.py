@@ -186,6 +186,43 @@ def test_readme_table_between_markers(tmp_path):
         update_readme(bare, "table")
 
 
+def test_zoo_latency_column_measured_fused_in_fastest_format(tmp_path, capsys):
+    """``python -m actionlab.profile --zoo --readme README.md`` (``make zoo``) on two rows: batch-1
+    latency, fused, channels-last where ``auto`` picks it, the protocol stated under the table."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{ZOO_START}\n{ZOO_END}\n")
+    out = tmp_path / "zoo.json"
+    main(["--zoo", "--models", "rubiks_tiny", "x3d_xs", "--readme", str(readme), "--json", str(out),
+          "--repeats", "2", "--warmup", "1"])
+    rows = {r["model"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"rubiks_tiny", "x3d_xs"}
+    assert all(r["latency_s"] > 0 and r["fused"] and r["threads"] == 2 and r["repeats"] == 2 for r in rows.values())
+    assert rows["rubiks_tiny"]["memory_format"] == "channels_last"
+    assert rows["x3d_xs"]["memory_format"] == "contiguous"
+    text = readme.read_text()
+    assert "| `rubiks_tiny` | 174 | 8x224x224 |" in text and " ms |" in text
+    assert "median of 2 forwards after 1 warm-up ones, 2 threads" in text
+    assert "channels-last for `rubiks_tiny`" in text
+    with pytest.raises(SystemExit, match="not in the zoo"):
+        main(["--zoo", "--models", "resnet9000"])
+
+
+def test_measure_latency_fixes_threads_and_reports_median():
+    from actionlab.profile import measure_latency
+
+    calls = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            calls.append(torch.get_num_threads())
+            return x
+
+    before = torch.get_num_threads()
+    result = measure_latency(Probe(), torch.zeros(1), warmup=2, repeats=3, threads=1)
+    assert calls == [1] * 5 and torch.get_num_threads() == before
+    assert result["repeats"] == 3 and result["min_s"] <= result["median_s"]
+
+
 def test_aq_spatial_shift_counted_on_the_reference_path():
     """RubiksNet-AQ's spatial RubiksShift2d costs the op's 7 MACs per output element whichever
     implementation runs (the docs count on the meta device, where the reference runs)."""

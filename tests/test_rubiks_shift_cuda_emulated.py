@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_rubiks_shift_kernels import CASES, forward_backward, make_inputs
+from test_rubiks_shift_kernels import CASES, LAYOUTS, forward_backward, in_layout, make_inputs
 
-from actionlab.ops.rubiks_shift import rubiks_shift_reference
+from actionlab.ops.rubiks_shift import is_channels_last, rubiks_shift_reference
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,9 @@ def emulated_op(module, sms: int, wide: bool):
         @staticmethod
         def backward(ctx, grad):
             x, shift = ctx.saved_tensors
-            grad = grad.contiguous()
-            gx = module.grad_input(grad, shift, list(x.shape), ctx.stride, ctx.quantize, sms, wide)
+            gx = module.grad_input(
+                grad, shift, list(x.shape), ctx.stride, ctx.quantize, sms, wide, is_channels_last(x)
+            )
             gs = module.grad_shift(grad, x, shift, ctx.stride, sms, wide)
             return gx, gs, None, None
 
@@ -71,26 +72,47 @@ def emulated_op(module, sms: int, wide: bool):
 LAUNCHES = [(1, False), (16, False), (2, True)]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(("sms", "wide"), LAUNCHES)
 @pytest.mark.parametrize("quantize", [False, True])
 @pytest.mark.parametrize(("shape", "stride", "scale"), CASES)
-def test_emulated_kernels_match_reference_float64(emulated, shape, stride, scale, quantize, sms, wide):
+def test_emulated_kernels_match_reference_float64(emulated, shape, stride, scale, quantize, sms, wide, layout):
     x, shift = make_inputs(shape, scale)
     grad = torch.randn(rubiks_shift_reference(x, shift, stride).shape, dtype=x.dtype)
     ref = forward_backward(rubiks_shift_reference, x, shift, stride, quantize, grad)
-    got = forward_backward(emulated_op(emulated, sms, wide), x, shift, stride, quantize, grad)
+    got = forward_backward(
+        emulated_op(emulated, sms, wide), in_layout(x, layout), shift, stride, quantize,
+        in_layout(grad, layout),
+    )
     for name, a, b in zip(("output", "grad_x", "grad_shift"), got, ref):
         assert a.shape == b.shape and a.dtype == b.dtype, name
+        if name != "grad_shift":  # results stay in the layout of their input
+            assert is_channels_last(a) == (layout == "channels_last"), (name, a.stride())
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("affine", [False, True])
+def test_emulated_fused_activation_forward(emulated, layout, affine):
+    x, shift = make_inputs((2, 4, 37, 7, 9), 1.5)  # 37 channels: two tiles of 32, one partial
+    scale, bias = (torch.randn(37, dtype=x.dtype), torch.randn(37, dtype=x.dtype)) if affine else (None, None)
+    pre = x if scale is None else x * scale.view(1, 1, -1, 1, 1) + bias.view(1, 1, -1, 1, 1)
+    ref = rubiks_shift_reference(torch.relu(pre), shift, (1, 2, 2))
+    got = emulated.forward_act(in_layout(x, layout), shift, [1, 2, 2], False, scale, bias, True, 4, False)
+    assert is_channels_last(got) == (layout == "channels_last")
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("layout", "channels"), [("contiguous", 21), ("channels_last", 21), ("channels_last", 37)])
 @pytest.mark.parametrize("sms", [1, 16])
-def test_emulated_grid_stride_at_rubiksnet_shape(emulated, sms):
-    # 2*8*21*14*14 = 65,856 outputs: 258 blocks of 256, more than 32 per emulated SM.
-    x, shift = make_inputs((2, 8, 21, 14, 14), 1.5, seed=3, dtype=torch.float32)
-    grad = torch.randn(2, 8, 21, 7, 7)
+def test_emulated_grid_stride_at_rubiksnet_shape(emulated, sms, layout, channels):
+    # 2*8*21*14*14 = 65,856 outputs: 258 blocks of 256, more than 32 per emulated SM; with 37
+    # channels the channels-last shift gradient runs two channel tiles, the second partly idle.
+    x, shift = make_inputs((2, 8, channels, 14, 14), 1.5, seed=3, dtype=torch.float32)
+    grad = torch.randn(2, 8, channels, 7, 7)
     ref = forward_backward(rubiks_shift_reference, x, shift, (1, 2, 2), False, grad)
-    got = forward_backward(emulated_op(emulated, sms, False), x, shift, (1, 2, 2), False, grad)
+    op = emulated_op(emulated, sms, False)
+    got = forward_backward(op, in_layout(x, layout), shift, (1, 2, 2), False, in_layout(grad, layout))
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

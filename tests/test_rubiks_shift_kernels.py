@@ -49,6 +49,17 @@ CASES = [
     ((2, 3, 6, 5, 6), (2, 3, 1), 6.0),
     ((1, 6, 9, 9, 8), (1, 2, 2), 1.5),
 ]
+# Memory layouts of x (N, T, C, H, W) with native kernels; results keep the layout.
+LAYOUTS = ["contiguous", "channels_last"]
+
+
+def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``t`` stored contiguously or channels-last (``N, T, H, W, C`` in memory)."""
+    if layout == "channels_last":
+        return t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return t.contiguous()
+
+
 INTEGER_SHIFTS = torch.tensor([[-1.0, 0.0, 2.0], [1.0, -2.0, 0.0], [0.0, 1.0, -1.0]])
 
 
@@ -69,17 +80,82 @@ def forward_backward(fn, x, shift, stride, quantize, grad):
     return out.detach(), x.grad, shift.grad
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("quantize", [False, True])
 @pytest.mark.parametrize("shape,stride,scale", CASES)
-def test_kernel_matches_reference_float64(kernel, device, shape, stride, scale, quantize):
+def test_kernel_matches_reference_float64(kernel, device, shape, stride, scale, quantize, layout):
     x, shift = make_inputs(shape, scale, device=device)
     grad = torch.randn(rubiks_shift_reference(x, shift, stride).shape, dtype=x.dtype, device=device)
     ref = forward_backward(rubiks_shift_reference, x, shift, stride, quantize, grad)
-    got = forward_backward(rubiks_shift_kernel, x, shift, stride, quantize, grad)
+    got = forward_backward(
+        rubiks_shift_kernel, in_layout(x, layout), shift, stride, quantize, in_layout(grad, layout)
+    )
     for name, a, b in zip(("output", "grad_x", "grad_shift"), got, ref):
         assert a.shape == b.shape and a.dtype == b.dtype, name
+        if name != "grad_shift":  # results keep the layout of their input
+            assert rs.is_channels_last(a) == (layout == "channels_last"), (name, a.stride())
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_channels_last_outlier_channels(kernel):
+    """Channels-last runs a stencil shared by all channels; a few channels with shifts far from
+    the others do not fit its window and take the per-element path: still exact."""
+    x, shift = make_inputs((2, 5, 24, 9, 11), 0.9, seed=11)
+    shift[:, 5] = torch.tensor([4.3, -6.7, 9.1], dtype=shift.dtype)
+    shift[1, 17] = -12.5
+    grad = torch.randn(rubiks_shift_reference(x, shift, (1, 2, 2)).shape, dtype=x.dtype)
+    ref = forward_backward(rubiks_shift_reference, x, shift, (1, 2, 2), False, grad)
+    got = forward_backward(
+        rubiks_shift_kernel, in_layout(x, "channels_last"), shift, (1, 2, 2), False,
+        in_layout(grad, "channels_last"),
+    )
+    for name, a, b in zip(("output", "grad_x", "grad_shift"), got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradcheck_channels_last_random_shapes(kernel, device, seed):
+    """float64 gradcheck of the channels-last kernels at random odd sizes, strides 1 and 2."""
+    g = torch.Generator().manual_seed(100 + seed)
+    # At most ~500 elements: gradcheck runs two forwards per input element.
+    t, c = (int(v) for v in torch.randint(2, 4, (1,), generator=g).tolist() + torch.randint(3, 7, (1,), generator=g).tolist())
+    n, h, w = 1, *(int(v) * 2 + 1 for v in torch.randint(1, 3, (2,), generator=g).tolist())
+    stride = (1, 1, 1) if seed % 2 == 0 else (1, 2, 2)
+    x = in_layout(torch.randn(n, t, c, h, w, generator=g, dtype=torch.float64), "channels_last")
+    x = x.to(device).requires_grad_()
+    frac = torch.rand(3, c, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    whole = torch.randint(-2, 2, (3, c), generator=g).to(torch.float64)
+    shift = (whole + frac).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b: rubiks_shift_kernel(a, b, stride), (x, shift), eps=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("affine", [False, True])
+def test_fused_activation_forward_matches_composition(kernel, device, layout, affine):
+    """``rubiks_shift_act``: BN (scale, bias) and ReLU applied to each value the shift reads equals
+    the activation as its own op before the shift; out-of-range corners stay 0."""
+    x, shift = make_inputs((2, 4, 19, 7, 9), 1.5, device=device)
+    scale = torch.randn(19, dtype=x.dtype, device=device) if affine else None
+    bias = torch.randn(19, dtype=x.dtype, device=device) if affine else None
+    act = x if scale is None else x * scale.view(1, 1, -1, 1, 1) + bias.view(1, 1, -1, 1, 1)
+    for stride in ((1, 1, 1), (1, 2, 2)):
+        ref = rubiks_shift_reference(torch.relu(act), shift, stride)
+        with torch.no_grad():
+            got = rs.rubiks_shift_act(in_layout(x, layout), shift, stride, False, scale, bias, relu=True)
+        assert rs.is_channels_last(got) == (layout == "channels_last")
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    # With autograd it composes the activation and the differentiable op instead.
+    xg = x.clone().requires_grad_()
+    out = rs.rubiks_shift_act(xg, shift, 1, False, scale, bias, relu=True)
+    out.sum().backward()
+    assert xg.grad is not None and torch.equal(xg.grad == 0, (act <= 0) | (xg.grad == 0))
+    with pytest.raises(ValueError, match="both scale and bias"):
+        rs.rubiks_shift_act(x, shift, 1, False, scale=torch.ones(19, dtype=x.dtype))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -106,15 +182,20 @@ def test_gradcheck_float64(kernel, device, stride):
     )
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(kernel, device):
+def test_opcheck(kernel, device, layout):
     x, shift = make_inputs((2, 4, 5, 6, 5), 1.5, device=device, dtype=torch.float32)
-    x.requires_grad_()
+    x = in_layout(x, layout).requires_grad_()
     shift.requires_grad_()
     ops = torch.ops.actionlab
     for stride, quantize in (([1, 1, 1], False), ([1, 2, 2], True)):
         torch.library.opcheck(ops.rubiks_shift.default, (x, shift, stride, quantize))
-    grad = torch.randn(2, 4, 5, 3, 3, device=device)
+    scale, bias = torch.rand(5, device=device), torch.randn(5, device=device)
+    torch.library.opcheck(
+        ops.rubiks_shift_act.default, (x.detach(), shift.detach(), [1, 2, 2], False, scale, bias, True)
+    )
+    grad = in_layout(torch.randn(2, 4, 5, 3, 3, device=device), layout)
     torch.library.opcheck(
         ops.rubiks_shift_grad_input.default, (grad, shift.detach(), list(x.shape), [1, 2, 2], False)
     )

@@ -7,8 +7,9 @@ the lab's own LightningModule, optimizer, scheduler and Trainer (bench/gpu/run.s
 For each family (one model file each, plus RubiksNet-AQ's quantised shifts and R(2+1)D): the
 model is composed from ``conf/`` (``model=<name>``, the default AdamW + cosine), fitted for one
 step and validated on one batch of random clips by ``lightning.Trainer(precision="bf16-mixed")``,
-with ``channels_last_3d`` weights for 3D models (the ``ChannelsLast3d`` callback that
-``channels_last_3d=true`` adds). A family passes when the training loss and the validation loss
+in the memory format ``train.py``'s default ``memory_format=auto`` picks on the device (the
+``MemoryFormat`` callback: channels-last frames for RubiksNet/TSM, ``channels_last_3d`` for the
+3D models on a GPU). A family passes when the training loss and the validation loss
 are finite, the step changed the weights and left them finite, and, on the trained weights in
 eval mode, the bf16-autocast logits match the fp32 logits of the same clips within
 ``BF16_RTOL`` (relative L2 error): that is the eval step, and it catches a wrong bf16 kernel
@@ -66,7 +67,7 @@ def smoke_one(name: str, frames: int, classes: int, crop: int, batch: int, devic
     import lightning as L
     from hydra import compose, initialize_config_dir
 
-    from actionlab.lit.callbacks import ChannelsLast3d
+    from actionlab.lit.callbacks import MemoryFormat
     from actionlab.profile import config_dir
     from actionlab.train import build_module
 
@@ -82,11 +83,12 @@ def smoke_one(name: str, frames: int, classes: int, crop: int, batch: int, devic
     before = {k: p.detach().clone() for k, p in module.model.named_parameters()}
     train = RandomClips(batch, frames, crop, classes, seed=1)
     val = RandomClips(batch, frames, crop, classes, seed=2)
+    layout = MemoryFormat("auto")  # what train.py's default memory_format=auto does
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision="bf16-mixed",
         max_steps=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        benchmark=device == "cuda", callbacks=[ChannelsLast3d()] if three_d else [],
+        benchmark=device == "cuda", callbacks=[layout],
     )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -99,9 +101,7 @@ def smoke_one(name: str, frames: int, classes: int, crop: int, batch: int, devic
     finite = all(torch.isfinite(p).all().item() for p in after.values())
     # The eval step: trained weights, eval mode, bf16 autocast against fp32 on the same clips.
     model = module.model.eval().to(device)
-    clips = val.clips.to(device)
-    if three_d:
-        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    clips = val.clips.to(device)  # the model puts them in its memory format itself
     with torch.no_grad():
         ref = model(clips).float()
         with torch.autocast(device, dtype=torch.bfloat16):
@@ -117,7 +117,8 @@ def smoke_one(name: str, frames: int, classes: int, crop: int, batch: int, devic
     }
     return {
         "model": name, "frames": frames, "crop": crop, "batch": batch, "classes": classes,
-        "memory_format": "channels_last_3d" if three_d else "contiguous",
+        "memory_format": {"channels_last": "channels_last_3d" if three_d else "channels_last"}.get(
+            layout.applied, layout.applied),
         "train_loss": metrics.get("train/loss_step"), "val_loss": metrics.get("val/loss"),
         "max_weight_change": changed, "bf16_vs_fp32_rel_l2": rel, "fit_s": round(fit_s, 2),
         "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,

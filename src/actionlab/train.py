@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from actionlab.config.schema import validate_train_config
-from actionlab.lit.callbacks import RUN_ID_KEY, ChannelsLast3d, RunIdCheckpoint
+from actionlab.lit.callbacks import RUN_ID_KEY, MemoryFormat, RetainCpuMemory, RunIdCheckpoint
 from actionlab.lit.module import VideoClassifier
 from actionlab.lit.preemption import HPC_PREFIX, SlurmPreemption
 from actionlab.schedules.callback import ResumableSampling
@@ -167,6 +167,17 @@ def _checkpoint_run_id(path: str) -> str | None:
     return ckpt.get(RUN_ID_KEY)
 
 
+def memory_format_setting(cfg: DictConfig) -> str:
+    """The top-level ``memory_format``; the removed ``channels_last_3d: true`` fails naming it."""
+    if cfg.get("channels_last_3d"):
+        raise ValueError(
+            "channels_last_3d was replaced by memory_format (auto | contiguous | channels_last): "
+            "use memory_format=channels_last (torch.channels_last_3d for 3D models, "
+            "torch.channels_last for the time-folded 2D ones) or keep the default memory_format=auto"
+        )
+    return str(cfg.get("memory_format", "auto"))
+
+
 def _prebuild_ops(cfg: DictConfig, module: VideoClassifier) -> None:
     """Build the compiled RubiksShift op in the launching process so DDP ranks load it."""
     distributed = cfg.trainer.get("devices", 1) not in (1, "1") or int(cfg.trainer.get("num_nodes", 1)) > 1
@@ -182,6 +193,7 @@ def _prebuild_ops(cfg: DictConfig, module: VideoClassifier) -> None:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and optionally test) as configured; returns the final metrics as floats."""
+    memory_format = memory_format_setting(cfg)  # the removed key fails naming its replacement
     validate_train_config(cfg)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,10 +220,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
         else:
             callbacks.append(ResumableSampling(cfg.get("seed")))
         callbacks.append(RunIdCheckpoint())
+        callbacks.append(MemoryFormat(memory_format))
+        callbacks.append(RetainCpuMemory())
         preemption = SlurmPreemption()
         callbacks.append(preemption)  # last: acts after the other callbacks saw the step
-        if cfg.get("channels_last_3d"):
-            callbacks.append(ChannelsLast3d())
         loggers = instantiate_collection(cfg.get("logger"))
         trainer: L.Trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_kwargs

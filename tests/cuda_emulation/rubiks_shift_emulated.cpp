@@ -31,11 +31,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                       bool quantize, int64_t sms, bool wide) {
     return rs::forward_with(EmulatedLauncher{sms, wide}, x, shift, stride, quantize);
   });
+  m.def("forward_act", [](const at::Tensor& x, const at::Tensor& shift, std::vector<int64_t> stride,
+                          bool quantize, c10::optional<at::Tensor> scale,
+                          c10::optional<at::Tensor> bias, bool relu, int64_t sms, bool wide) {
+    return rs::forward_act_with(EmulatedLauncher{sms, wide}, x, shift, stride, quantize, scale,
+                                bias, relu);
+  });
   m.def("grad_input", [](const at::Tensor& grad, const at::Tensor& shift,
                          std::vector<int64_t> input_size, std::vector<int64_t> stride,
-                         bool quantize, int64_t sms, bool wide) {
+                         bool quantize, int64_t sms, bool wide, c10::optional<bool> channels_last) {
     return rs::grad_input_with(EmulatedLauncher{sms, wide}, grad, shift, input_size, stride,
-                               quantize);
+                               quantize, channels_last);
   });
   m.def("grad_shift", [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& shift,
                          std::vector<int64_t> stride, int64_t sms, bool wide) {

@@ -209,6 +209,7 @@ RULES: dict[str, Rule] = {
     "eval.batch_size": at_least(1),
     "eval.num_workers": at_least(0),
     "split": one_of(("val", "test")),
+    "memory_format": one_of(_choices("actionlab.models.memory_format", "FORMATS")),
 }
 
 # Types of config nodes that no constructor describes.
@@ -216,6 +217,8 @@ TYPES: dict[str, Any] = {
     "seed": int | None,
     "ckpt_path": str | None,
     "auto_resume": bool,
+    "memory_format": str,
+    "channels_last_3d": bool | None,  # removed: train.py refuses true, naming memory_format
     "train": bool,
     "test": bool,
     "optimized_metric": str | None,

@@ -1,4 +1,4 @@
-"""Training callbacks: speed monitor, W&B media, run identity in checkpoints, channels_last_3d.
+"""Training callbacks: speed monitor, W&B media, run identity in checkpoints, memory format.
 
 (The RubiksNet-AQ temperature annealing lives in ``actionlab.lit.aq_callbacks``.)
 """
@@ -18,7 +18,10 @@ from PIL import Image
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-__all__ = ["SpeedMonitor", "WandbMedia", "RunIdCheckpoint", "ChannelsLast3d", "wandb_loggers", "RUN_ID_KEY"]
+__all__ = [
+    "SpeedMonitor", "WandbMedia", "RunIdCheckpoint", "MemoryFormat", "RetainCpuMemory", "wandb_loggers",
+    "RUN_ID_KEY",
+]
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "actionlab_wandb_run_id"
@@ -133,15 +136,38 @@ class RunIdCheckpoint(Callback):
                 checkpoint[RUN_ID_KEY] = str(logger.version)
 
 
-class ChannelsLast3d(Callback):
-    """Puts 5-D weights in ``torch.channels_last_3d`` (NDHWC) when fitting starts; cuDNN then runs
-    3D convolutions without layout transposes (inputs are converted by the first conv)."""
+class MemoryFormat(Callback):
+    """Applies the ``memory_format`` setting (``auto`` | ``contiguous`` | ``channels_last``) to
+    the backbone with :func:`actionlab.models.memory_format.apply_memory_format`, for the device
+    the trainer runs on, at setup: before the module compiles its backbone and before the
+    weights move to the device (``.to`` keeps the format)."""
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for module in pl_module.modules():
-            for name, param in module.named_parameters(recurse=False):
-                if param.ndim == 5:
-                    param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+    def __init__(self, memory_format: str = "auto") -> None:
+        from actionlab.models.memory_format import FORMATS
+
+        if memory_format not in FORMATS:
+            raise ValueError(f"memory_format must be one of {FORMATS}, got {memory_format!r}")
+        self.memory_format = memory_format
+        self.applied: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from actionlab.models.memory_format import apply_memory_format
+
+        model = getattr(pl_module, "model", pl_module)
+        self.applied = apply_memory_format(model, self.memory_format, trainer.strategy.root_device)
+        log.info("memory format: %s (%s)", self.applied, self.memory_format)
+
+
+class RetainCpuMemory(Callback):
+    """On CPU, keeps freed activation buffers in the process
+    (:func:`actionlab.utils.cpu_memory.retain_freed_memory`) so every step does not page-fault
+    and zero its activations again (measured: a RubiksNet-Tiny train step 1.25x faster)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cpu":
+            from actionlab.utils.cpu_memory import retain_freed_memory
+
+            retain_freed_memory()
 
 
 class WandbMedia(Callback):

@@ -101,6 +101,8 @@ class ResNet(nn.Module):
         """``(N, 3, H, W)`` frames to globally pooled features ``(N, 2048)``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return x.mean(dim=(2, 3))
+        # sum / HW, not mean: its gradient is a broadcast view, so channels-last training keeps
+        # its layout (mean's gradient is materialised contiguous).
+        return x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])
 
     forward = forward_features

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from actionlab.models.memory_format import clip_to_frames
 from actionlab.ops.rubiks_shift import RubiksShift2d, RubiksShift3d
 
 __all__ = [
@@ -73,6 +74,13 @@ def _unfold(x: Tensor, n: int) -> Tensor:
     return x.view(n, -1, *x.shape[1:])
 
 
+def spatial_mean(x: Tensor) -> Tensor:
+    """Mean over ``H, W`` of ``(..., C, H, W)`` as a sum divided by ``H * W``: its gradient is a
+    broadcast view, so a channels-last backward stays channels-last (``Tensor.mean``'s gradient
+    is materialised in the default layout by an elementwise division)."""
+    return x.sum(dim=(-2, -1)) / (x.shape[-2] * x.shape[-1])
+
+
 class SqueezeExcite(nn.Module):
     """Per-frame squeeze-and-excitation with bias-free linear layers (``se.fc.{0,2}``)."""
 
@@ -87,7 +95,7 @@ class SqueezeExcite(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.fc(x.mean(dim=(-2, -1)))
+        scale = self.fc(spatial_mean(x))
         return x * scale[..., None, None]
 
 
@@ -98,8 +106,8 @@ class ShiftWrap(nn.Module):
         super().__init__()
         self.rubiks3d = RubiksShift3d(channels, stride=(1, stride, stride), **shift_kwargs)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.rubiks3d(x)
+    def forward(self, x: Tensor, scale: Tensor | None = None, bias: Tensor | None = None, relu: bool = False) -> Tensor:
+        return self.rubiks3d(x, scale, bias, relu)
 
 
 class TemporalAttentionShift(nn.Module):
@@ -136,9 +144,10 @@ class TemporalAttentionShift(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.attention().to(x.dtype).t().reshape(3, 1, 1, -1, 1, 1)
-        zero = x.new_zeros(x.shape[0], 1, *x.shape[2:])
-        prev = torch.cat([zero, x[:, :-1]], dim=1)
-        nxt = torch.cat([x[:, 1:], zero], dim=1)
+        # zeros_like + slices keep the layout of x (channels-last frames included); cat would not.
+        prev, nxt = torch.zeros_like(x), torch.zeros_like(x)
+        prev[:, 1:] = x[:, :-1]
+        nxt[:, :-1] = x[:, 1:]
         return w[0] * prev + w[1] * x + w[2] * nxt
 
     def extra_repr(self) -> str:
@@ -188,21 +197,67 @@ class RubiksShiftBlock(nn.Module):
         )
         self.relu = nn.ReLU(inplace=True)
 
+    def _conv2(self, a: Tensor, n: int) -> Tensor:
+        if self.aq:
+            return self.conv2[1](_fold(self.conv2[0](_unfold(a, n))))
+        return self.conv2(a)
+
+    def _act_shift(self, h: Tensor, n: int) -> Tensor:
+        """``shift(relu(bn2(h)))``. In inference (eval mode, no autograd) in one pass: the BN
+        (as a per-channel scale and bias, or already folded into ``conv2``) and the ReLU are
+        applied to each value as the shift reads it, instead of two passes writing and reading
+        ``h`` first."""
+        if not self.training and not torch.is_grad_enabled():
+            if isinstance(self.bn2, nn.Identity):  # folded by fuse_for_inference
+                return _fold(self.as3(_unfold(h, n), relu=True))
+            if isinstance(self.bn2, nn.BatchNorm2d) and self.bn2.track_running_stats:
+                from actionlab.models.fuse import bn_affine
+
+                scale, bias = bn_affine(self.bn2)
+                return _fold(self.as3(_unfold(h, n), scale, bias, relu=True))
+        return _fold(self.as3(_unfold(self.relu(self.bn2(h)), n)))
+
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         flat = _fold(x)
         a = self.relu(self.bn1(flat))
         shortcut = flat if self.shortcut is None else self.shortcut(a)
-        if self.aq:
-            h = self.conv2[1](_fold(self.conv2[0](_unfold(a, n))))
-        else:
-            h = self.conv2(a)
-        h = self.relu(self.bn2(h))
-        h = _fold(self.as3(_unfold(h, n)))
+        h = self._act_shift(self._conv2(a, n), n)
         if self.se is not None:
             h = self.se(h)
         h = self.conv3(h) + shortcut
         return _unfold(h, n)
+
+    def fuse_for_inference_(self) -> None:
+        """``conv2`` with ``bn2`` folded and the ReLU in its epilogue, ``conv3`` with the residual
+        add in its epilogue, ``bn1`` frozen (see ``actionlab.models.fuse``)."""
+        from actionlab.models.fuse import ConvAct, FrozenAffine, fold_bn_into_conv
+
+        if isinstance(self.bn2, nn.BatchNorm2d):
+            conv = ConvAct(fold_bn_into_conv(self.conv2[1] if self.aq else self.conv2, self.bn2), "relu")
+            if self.aq:
+                self.conv2[1] = conv
+            else:
+                self.conv2 = conv
+            self.bn2 = nn.Identity()
+            self.conv3 = ConvAct(self.conv3)
+        if isinstance(self.bn1, nn.BatchNorm2d):
+            self.bn1 = FrozenAffine(self.bn1)
+
+    def forward_fused(self, flat: Tensor, a: Tensor, n: int, following: nn.Module) -> tuple[Tensor, Tensor]:
+        """Fused inference on folded frames: ``flat`` is the block input, ``a`` its activation
+        ``relu(bn1(flat))`` (computed by the block before); returns the block output and its
+        activation by ``following`` (the next ``bn1`` or ``bn_last``, a ``FrozenAffine``).
+        Passes over memory: ``conv2`` (+ BN + ReLU), the shift, ``conv3`` (+ the residual),
+        BN + ReLU of the sum."""
+        from actionlab.models.fuse import affine_relu
+
+        shortcut = flat if self.shortcut is None else self.shortcut(a)
+        h = _fold(self.as3(_unfold(self._conv2(a, n), n)))
+        if self.se is not None:
+            h = self.se(h)
+        h = self.conv3(h, shortcut)
+        return h, affine_relu(h, following.scale, following.bias)
 
 
 class RubiksNetBackbone(nn.Module):
@@ -243,13 +298,40 @@ class RubiksNetBackbone(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def blocks(self) -> list[RubiksShiftBlock]:
+        return [b for i in range(5) for b in getattr(self, f"layer{i}")]
+
+    def fuse_for_inference_(self) -> None:
+        """Eval-only, in place (``actionlab.models.fuse.fuse_for_inference`` calls it): BNs
+        folded or frozen, the forward then runs :meth:`RubiksShiftBlock.forward_fused`."""
+        from actionlab.models.fuse import FrozenAffine
+
+        for block in self.blocks():
+            block.fuse_for_inference_()
+        if isinstance(self.bn_last, nn.BatchNorm2d):
+            self.bn_last = FrozenAffine(self.bn_last)
+        self.fused = True
+
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
+        if getattr(self, "fused", False):
+            return self._forward_fused(x)
         h = _unfold(self.conv1(_fold(x)), n)
         for i in range(5):
             h = getattr(self, f"layer{i}")(h)
         h = torch.relu(self.bn_last(_fold(h)))
-        return h.mean(dim=(-2, -1)).view(n, -1, self.num_features)
+        return spatial_mean(h).view(n, -1, self.num_features)
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        from actionlab.models.fuse import affine_relu
+
+        n = x.shape[0]
+        blocks = self.blocks()
+        h = self.conv1(_fold(x))
+        a = affine_relu(h, blocks[0].bn1.scale, blocks[0].bn1.bias)
+        for i, block in enumerate(blocks):
+            h, a = block.forward_fused(h, a, n, blocks[i + 1].bn1 if i + 1 < len(blocks) else self.bn_last)
+        return spatial_mean(a).view(n, -1, self.num_features)
 
 
 class RubiksNet(nn.Module):
@@ -297,6 +379,8 @@ class RubiksNet(nn.Module):
         self.num_classes, self.num_frames = num_classes, num_frames
         self.shift_lr_mult = shift_lr_mult
         self.aq_budget, self.aq_budget_weight = aq_budget, aq_budget_weight
+        # Layout of the frames: set by actionlab.models.memory_format.apply_memory_format.
+        self.memory_format = "contiguous"
         self.backbone = RubiksNetBackbone(
             cfg.width,
             cfg.repeats,
@@ -312,7 +396,7 @@ class RubiksNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5:
             raise ValueError(f"RubiksNet expects clips (B, C, T, H, W), got {tuple(x.shape)}")
-        features = self.backbone(x.transpose(1, 2).contiguous())
+        features = self.backbone(clip_to_frames(x, self.memory_format))
         return self.new_fc(features).mean(dim=1)
 
     def replace_new_fc(self, num_classes: int) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from actionlab.models.heads import FrameAverageHead
 from actionlab.models.layers import init_msra, norm_parameter_names
+from actionlab.models.memory_format import clip_to_frames
 from actionlab.models.resnet import ResNet
 from actionlab.ops.temporal_shift import TemporalShift
 
@@ -71,6 +72,8 @@ class TSM(nn.Module):
         cfg = SIZES[size]
         self.size, self.num_classes, self.num_frames = size, num_classes, num_frames
         self.fc_lr_mult = fc_lr_mult
+        # Layout of the frames: set by actionlab.models.memory_format.apply_memory_format.
+        self.memory_format = "contiguous"
 
         def shift_factory(stage: int, index: int) -> nn.Module | None:
             return TemporalShift(num_frames, shift_div) if index % cfg.shift_every == 0 else None
@@ -93,7 +96,7 @@ class TSM(nn.Module):
             raise ValueError(f"TSM expects clips (B, C, T, H, W), got {tuple(x.shape)}")
         b, c, t, h, w = x.shape
         self._set_segments(t)
-        frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+        frames = clip_to_frames(x, self.memory_format).flatten(0, 1)
         features = self.backbone(frames).view(b, t, -1)
         return self.head(features)
 

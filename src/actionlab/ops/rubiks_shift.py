@@ -35,6 +35,8 @@ __all__ = [
     "rubiks_shift",
     "rubiks_shift_reference",
     "rubiks_shift_kernel",
+    "rubiks_shift_act",
+    "is_channels_last",
     "kernel_available",
     "RubiksShift3d",
     "RubiksShift2d",
@@ -155,6 +157,21 @@ def _out_shape(x: Tensor, stride: Sequence[int]) -> list:
     return [n, (t - 1) // stride[0] + 1, c, (h - 1) // stride[1] + 1, (w - 1) // stride[2] + 1]
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """True if ``x`` ``(N, T, C, H, W)`` is stored ``N, T, H, W, C``: the 5-D view of a
+    ``torch.channels_last`` ``(N*T, C, H, W)`` tensor, the kernels' second native layout (the
+    same test as ``is_channels_last`` in ``cuda/rubiks_shift_args.h``)."""
+    return x.dim() == 5 and not x.is_contiguous() and x.permute(0, 1, 3, 4, 2).is_contiguous()
+
+
+def _empty_in_layout(like: Tensor, size: Sequence, channels_last: bool) -> Tensor:
+    """What the kernels allocate: an empty ``size`` tensor in the layout they were given."""
+    if not channels_last:
+        return like.new_empty(size)
+    n, t, c, h, w = size
+    return like.new_empty((n, t, h, w, c)).permute(0, 1, 4, 2, 3)
+
+
 def _register_python_parts() -> None:
     """Fake (meta) kernels and autograd of the C++-defined ops, once the library is loaded."""
     global _registered
@@ -165,11 +182,22 @@ def _register_python_parts() -> None:
     @torch.library.register_fake("actionlab::rubiks_shift")
     def _(x: Tensor, shift: Tensor, stride: list[int], quantize: bool) -> Tensor:
         torch._check(x.dim() == 5 and shift.dim() == 2 and shift.shape[1] == x.shape[2])
-        return x.new_empty(_out_shape(x, stride))
+        return _empty_in_layout(x, _out_shape(x, stride), is_channels_last(x))
+
+    @torch.library.register_fake("actionlab::rubiks_shift_act")
+    def _(x, shift, stride, quantize, scale, bias, relu) -> Tensor:
+        torch._check(x.dim() == 5 and shift.dim() == 2 and shift.shape[1] == x.shape[2])
+        return _empty_in_layout(x, _out_shape(x, stride), is_channels_last(x))
+
+    # The fused inference elementwise op of cuda/fused_inference.cpp (actionlab.models.fuse).
+    @torch.library.register_fake("actionlab::affine_relu")
+    def _(x: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+        return torch.empty_like(x)
 
     @torch.library.register_fake("actionlab::rubiks_shift_grad_input")
-    def _(grad: Tensor, shift: Tensor, input_size: list, stride: list[int], quantize: bool):
-        return grad.new_empty(input_size)
+    def _(grad, shift, input_size, stride, quantize, channels_last=None):
+        layout = is_channels_last(grad) if channels_last is None else channels_last
+        return _empty_in_layout(grad, input_size, layout)
 
     @torch.library.register_fake("actionlab::rubiks_shift_grad_shift")
     def _(grad: Tensor, x: Tensor, shift: Tensor, stride: list[int], quantize: bool) -> Tensor:
@@ -184,7 +212,10 @@ def _register_python_parts() -> None:
         x, shift = ctx.saved_tensors
         grad_x = grad_shift = None
         if ctx.needs_input_grad[0]:
-            grad_x = ops.rubiks_shift_grad_input(grad, shift, x.shape, ctx.stride, ctx.quantize)
+            # In the layout of x (an upstream gradient of 1 x 1 planes does not tell).
+            grad_x = ops.rubiks_shift_grad_input(
+                grad, shift, x.shape, ctx.stride, ctx.quantize, is_channels_last(x)
+            )
         if ctx.needs_input_grad[1]:
             grad_shift = ops.rubiks_shift_grad_shift(grad, x, shift, ctx.stride, ctx.quantize)
         return grad_x, grad_shift, None, None
@@ -256,6 +287,46 @@ def rubiks_shift(
     return rubiks_shift_reference(x, shift, stride, quantize)
 
 
+def _pre_activation(x: Tensor, scale: Tensor | None, bias: Tensor | None, relu: bool) -> Tensor:
+    c = x.shape[2]
+    if scale is not None:
+        x = x * scale.to(x.dtype).view(1, 1, c, 1, 1) + bias.to(x.dtype).view(1, 1, c, 1, 1)
+    return torch.relu(x) if relu else x
+
+
+def rubiks_shift_act(
+    x: Tensor,
+    shift: Tensor,
+    stride: Sequence[int] | int = 1,
+    quantize: bool = False,
+    scale: Tensor | None = None,
+    bias: Tensor | None = None,
+    relu: bool = False,
+    impl: str = "auto",
+) -> Tensor:
+    """Inference RubiksShift of ``act(x)``, ``act = [x * scale[c] + bias[c]] + [ReLU]``, in one
+    pass: the activation is applied to each value as the shift reads it (an inference BatchNorm
+    folded to ``scale``/``bias`` and/or the ReLU before the shift, without writing and reading
+    their output). Forward only: the compiled op has no autograd; with gradients required, or
+    without the kernel, the activation runs as its own ops before :func:`rubiks_shift`.
+    """
+    if (scale is None) != (bias is None):
+        raise ValueError("rubiks_shift_act: pass both scale and bias (a folded BatchNorm) or neither")
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or shift.requires_grad or (scale is not None and scale.requires_grad)
+    )
+    if impl != "reference" and not needs_grad and (
+        _registered or (not torch.compiler.is_compiling() and kernel_available())
+    ):
+        if x.device.type in ("cpu", "meta") or (
+            x.device.type == "cuda" and _extension.has_cuda_kernels()
+        ):
+            return torch.ops.actionlab.rubiks_shift_act(
+                x, shift, _stride3(stride), quantize, scale, bias, relu
+            )
+    return rubiks_shift(_pre_activation(x, scale, bias, relu), shift, stride, quantize, impl)
+
+
 _warned_devices: set[str] = set()
 
 
@@ -319,8 +390,14 @@ class RubiksShift3d(nn.Module):
     def _normalize(self, grad: Tensor) -> Tensor:
         return normalize_shift_grad(grad, self.normalize_t_factor)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return rubiks_shift(x, self.shift, self.stride, self.quantize, self.impl)
+    def forward(
+        self, x: Tensor, scale: Tensor | None = None, bias: Tensor | None = None, relu: bool = False
+    ) -> Tensor:
+        """The shift of ``x``; with ``scale``/``bias`` and/or ``relu`` (inference) the shift of
+        ``act(x)`` in one pass (:func:`rubiks_shift_act`)."""
+        if scale is None and not relu:
+            return rubiks_shift(x, self.shift, self.stride, self.quantize, self.impl)
+        return rubiks_shift_act(x, self.shift, self.stride, self.quantize, scale, bias, relu, self.impl)
 
     def extra_repr(self) -> str:
         return (
@@ -352,13 +429,17 @@ class RubiksShift2d(nn.Module):
         if normalize_grad:
             self.shift.register_hook(normalize_shift_grad)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, scale: Tensor | None = None, bias: Tensor | None = None, relu: bool = False
+    ) -> Tensor:
+        """As :meth:`RubiksShift3d.forward` (the activation arguments are for inference)."""
         n, t = x.shape[:2]
         shift = torch.cat([self.shift.new_zeros(1, self.channels), self.shift])
-        y = rubiks_shift(
-            x.reshape(n * t, 1, *x.shape[2:]), shift, (1, self.stride, self.stride),
-            self.quantize, self.impl,
-        )
+        args = (x.reshape(n * t, 1, *x.shape[2:]), shift, (1, self.stride, self.stride), self.quantize)
+        if scale is None and not relu:
+            y = rubiks_shift(*args, impl=self.impl)
+        else:
+            y = rubiks_shift_act(*args, scale, bias, relu, self.impl)
         return y.view(n, t, *y.shape[2:])
 
     def extra_repr(self) -> str:

@@ -28,15 +28,19 @@ def _shift(x: Tensor, num_segments: int, fold_div: int, reverse: bool) -> Tensor
             f"temporal_shift: batch*frames {nt} is not a multiple of num_segments={num_segments}; "
             "pass the clip length the frames were folded with"
         )
-    v = x.reshape(nt // num_segments, num_segments, *x.shape[1:])
+    # Splitting the batch dimension is a view in any layout, and empty_like keeps the layout
+    # (channels_last frames stay channels_last); every element is written exactly once.
+    v = x.view(nt // num_segments, num_segments, *x.shape[1:])
     fold = c // fold_div
-    out = torch.zeros_like(v)
+    out = torch.empty_like(v)
     # reverse=True is the adjoint (the gradient): each fold moves the other way.
     ahead, behind = (slice(fold, 2 * fold), slice(0, fold)) if reverse else (slice(0, fold), slice(fold, 2 * fold))
     out[:, :-1, ahead] = v[:, 1:, ahead]
+    out[:, -1:, ahead] = 0
     out[:, 1:, behind] = v[:, :-1, behind]
+    out[:, :1, behind] = 0
     out[:, :, 2 * fold:] = v[:, :, 2 * fold:]
-    return out.reshape(x.shape)
+    return out.view(x.shape)
 
 
 @torch.library.custom_op("actionlab::temporal_shift", mutates_args=())
@@ -54,7 +58,8 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad: Tensor):
-    g = _temporal_shift_op(grad.contiguous(), ctx.num_segments, ctx.fold_div, not ctx.reverse)
+    # The gradient keeps its layout (a .contiguous() here would undo channels-last training).
+    g = _temporal_shift_op(grad, ctx.num_segments, ctx.fold_div, not ctx.reverse)
     return g, None, None, None
 
 

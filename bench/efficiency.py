@@ -1,0 +1,658 @@
+"""Wall-clock efficiency of RubiksNet vs TSM (issue 15): today's default path against the new one.
+
+Every variant runs in its own worker process (its own RubiksShift build: ``ACTIONLAB_CPU_ISA=
+base`` is the portable build the lab shipped before, ``avx2`` the new default where the CPU has
+it), and the variants of a section are timed **interleaved** (A B C A B C ..., medians), so a
+load change on a shared machine hits them alike; the load average is recorded before and after
+every section. Sections:
+
+* ``kernels`` - the RubiksShift ops (forward, input and shift gradient) at RubiksNet-Tiny's
+  shapes: channels-first with today's build, with the AVX2 build, channels-last (AVX2);
+* ``train`` - train step (forward, CE, backward, SGD) at 8x224, batch 2: RubiksNet-Tiny and
+  TSM-R50 today (contiguous, portable build) and in their fastest configuration;
+* ``latency`` - batch-1 inference at 8x224: the ladder today -> channels-last -> BN + ReLU in
+  the shift's load (eval) -> ``fuse_for_inference``, for both models;
+* ``compile`` - ``torch.compile`` (inductor) as an alternative: compile time and the compiled
+  latency / train step next to the best eager variant;
+* ``profile`` - ``torch.profiler`` of one Tiny train step (8x160, batch 2, the issue's profile)
+  and one batch-1 inference, today vs new, by op category;
+* ``formats3d`` - contiguous vs channels_last_3d for the 3D models (X3D, VoV3D): what
+  ``memory_format=auto`` picks for them on this device.
+
+Output: a table per section, the changes with their predicted and measured effect, the target
+ratios; ``bench/results/efficiency.json`` (``--out``). ``--device cuda`` runs the same on a GPU
+(no ISA variants). One command, about 6-10 minutes on an idle 2-core machine::
+
+    python bench/efficiency.py                     # CPU, 2 threads, all sections
+    python bench/efficiency.py --sections train latency --reps 9
+    python bench/efficiency.py --device cuda --batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "efficiency.json"
+SECTIONS = ("kernels", "train", "latency", "compile", "profile", "formats3d")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration timed in its own worker process."""
+
+    name: str
+    kind: str  # train | infer | op
+    model: str = "rubiks_tiny"  # conf/model name
+    frames: int = 8
+    crop: int = 224
+    batch: int = 2
+    isa: str = "avx2"  # RubiksShift CPU build: base (today) | avx2
+    memory_format: str = "contiguous"
+    eval_fused: bool = True  # eval: BN + ReLU applied in the shift's load (off: today's ops)
+    fuse: bool = False  # fuse_for_inference
+    compile: bool = False  # torch.compile (inductor)
+    retain: bool = True  # actionlab.utils.cpu_memory.retain_freed_memory (off: glibc's default)
+    op: str = ""  # kind=op: forward | grad_input | grad_shift
+    shape: tuple = ()  # kind=op: (N, T, C, H, W)
+    stride: tuple = (1, 1, 1)
+
+
+# What each change should save, written down before measuring (issue 15: "profile first, write
+# down what each change should save, measure, keep what works"). Baseline profile (the issue):
+# a Tiny train step spends 52% in 1x1 convolutions (oneDNN reorders NCHW to its blocked layout on
+# every call), 18% in BatchNorm, 8% in ReLU and adds, 9% in RubiksShift.
+PREDICTIONS = {
+    "avx2_build": "RubiksShift CPU ops 1.3-1.8x faster (8-wide FMA instead of 4-wide SSE2; the large "
+    "planes are memory-bound, the small ones compute-bound); train step ~3% faster (shift ~9%)",
+    "channels_last_train": "Tiny train step 1.4x faster (no conv reorders: the 52% conv share runs "
+    "1.2-1.6x faster in NHWC, the NHWC shift about as fast as NCHW); TSM-R50 1.1-1.2x (its 3x3 convs "
+    "are compute-bound)",
+    "channels_last_infer": "Tiny batch-1 latency 1.3x lower; TSM-R50 1.1x",
+    "eval_bn_relu_in_shift": "Tiny latency -10 to -15%: 2 of the ~13 full-tensor passes per block "
+    "(BN-apply of bn2, ReLU) are folded into the shift's reads",
+    "fuse_for_inference": "Tiny latency another -15 to -20%: bn2 into conv2 (free conv bias), the "
+    "residual add + next BN + ReLU in one pass (3 of the remaining ~9 passes); TSM-R50 -10% (53 BNs "
+    "folded into their convolutions, ReLU and adds stay)",
+    "retain_freed_memory": "up to -10% (the kernel page-faults and zeroes every freed activation buffer "
+    "again on the next step: ~21,000 faults and 30-75 ms system time per Tiny forward measured)",
+    "torch_compile": "inference at most ~10% better than the fused eager model (what is left to fuse "
+    "is the 1x1-conv epilogues; RubiksShift stays an opaque op), at a compile cost of minutes on 2 "
+    "cores; training: inductor fuses BN/ReLU/add in the backward too, maybe 1.2x, same compile cost",
+}
+
+TARGETS = {
+    "train_ratio_tiny_vs_tsm": 4.0,
+    "latency_ratio_tsm_vs_tiny": 5.0,
+    "tiny_train_speedup_vs_today": 1.5,
+}
+
+
+def section_variants(section: str, device: str, batch: int) -> list[Variant]:
+    """The variants of a section; on CUDA without the ISA ladder (a GPU build is one build)."""
+    cpu = device == "cpu"
+    today = dict(isa="base", retain=False) if cpu else {}
+    if section == "kernels":
+        shapes = [((2, 8, 54, 112, 112), (1, 1, 1)), ((2, 8, 54, 112, 112), (1, 2, 2)),
+                  ((2, 8, 108, 28, 28), (1, 1, 1)), ((2, 8, 432, 7, 7), (1, 1, 1))]
+        out = []
+        for shape, stride in shapes:
+            for op in ("forward", "grad_input", "grad_shift"):
+                tag = f"{op} {'x'.join(map(str, shape[2:]))} s{stride[1]}"
+                if cpu:
+                    out.append(Variant(f"{tag} | channels-first, today's build", "op", isa="base", op=op, shape=shape, stride=stride))
+                out.append(Variant(f"{tag} | channels-first", "op", op=op, shape=shape, stride=stride))
+                out.append(Variant(f"{tag} | channels-last", "op", op=op, shape=shape, stride=stride, memory_format="channels_last"))
+        return out
+    if section == "train":
+        return [
+            Variant("rubiks_tiny today", "train", batch=batch, eval_fused=False, **today),
+            *([Variant("rubiks_tiny contiguous (AVX2 build)", "train", batch=batch)] if cpu else []),
+            Variant("rubiks_tiny channels_last", "train", batch=batch, memory_format="channels_last"),
+            *([Variant("rubiks_tiny channels_last (glibc allocator)", "train", batch=batch, memory_format="channels_last", retain=False)] if cpu else []),
+            Variant("tsm_r50 today", "train", model="tsm_r50", batch=batch, **today),
+            *([Variant("tsm_r50 contiguous", "train", model="tsm_r50", batch=batch)] if cpu else []),
+            Variant("tsm_r50 channels_last", "train", model="tsm_r50", batch=batch, memory_format="channels_last"),
+        ]
+    if section == "latency":
+        cl = dict(memory_format="channels_last")
+        return [
+            Variant("rubiks_tiny today", "infer", batch=1, eval_fused=False, **today),
+            *([Variant("rubiks_tiny contiguous (AVX2 build)", "infer", batch=1, eval_fused=False)] if cpu else []),
+            Variant("rubiks_tiny channels_last", "infer", batch=1, eval_fused=False, **cl),
+            Variant("rubiks_tiny channels_last + BN/ReLU in shift", "infer", batch=1, **cl),
+            Variant("rubiks_tiny channels_last + fuse_for_inference", "infer", batch=1, fuse=True, **cl),
+            *([Variant("rubiks_tiny channels_last + fuse_for_inference (glibc allocator)", "infer", batch=1, fuse=True, retain=False, **cl)] if cpu else []),
+            Variant("tsm_r50 today", "infer", model="tsm_r50", batch=1, eval_fused=False, **today),
+            Variant("tsm_r50 channels_last", "infer", model="tsm_r50", batch=1, **cl),
+            Variant("tsm_r50 channels_last + fuse_for_inference", "infer", model="tsm_r50", batch=1, fuse=True, **cl),
+        ]
+    if section == "compile":
+        cl = dict(memory_format="channels_last")
+        return [
+            Variant("rubiks_tiny eager fused", "infer", batch=1, fuse=True, **cl),
+            Variant("rubiks_tiny compiled", "infer", batch=1, compile=True, **cl),
+            Variant("rubiks_tiny compiled fused", "infer", batch=1, fuse=True, compile=True, **cl),
+            Variant("tsm_r50 eager fused", "infer", model="tsm_r50", batch=1, fuse=True, **cl),
+            Variant("tsm_r50 compiled fused", "infer", model="tsm_r50", batch=1, fuse=True, compile=True, **cl),
+            Variant("rubiks_tiny train eager", "train", batch=batch, **cl),
+            Variant("rubiks_tiny train compiled", "train", batch=batch, compile=True, **cl),
+        ]
+    if section == "profile":
+        return [
+            Variant("rubiks_tiny train today", "train", crop=160, batch=batch, eval_fused=False, **today),
+            Variant("rubiks_tiny train new", "train", crop=160, batch=batch, memory_format="channels_last"),
+            Variant("rubiks_tiny infer today", "infer", batch=1, eval_fused=False, **today),
+            Variant("rubiks_tiny infer new", "infer", batch=1, fuse=True, memory_format="channels_last"),
+        ]
+    if section == "formats3d":
+        out = []
+        for model, frames, crop in (("x3d_m", 16, 224), ("vov3d_m", 16, 224)):
+            for fmt in ("contiguous", "channels_last"):
+                out.append(Variant(f"{model} infer {fmt}", "infer", model=model, frames=frames, crop=crop, batch=1, fuse=True, memory_format=fmt))
+        for fmt in ("contiguous", "channels_last"):
+            out.append(Variant(f"x3d_s train {fmt}", "train", model="x3d_s", frames=13, crop=160, batch=batch, memory_format=fmt))
+        return out
+    raise ValueError(f"unknown section {section!r}; choose from {SECTIONS}")
+
+
+# ---- worker (runs in the subprocess) -------------------------------------------------------------
+
+
+class _Job:
+    """Builds one variant and runs one timed iteration per ``run`` command."""
+
+    def __init__(self, v: Variant, device: str, threads: int) -> None:
+        import torch
+
+        sys.path.insert(0, str(ROOT / "src"))
+        torch.set_num_threads(threads)
+        if v.retain and device == "cpu":
+            from actionlab.utils.cpu_memory import retain_freed_memory
+
+            retain_freed_memory()
+        torch.manual_seed(0)
+        self.v, self.device = v, torch.device(device)
+        self.torch = torch
+        from actionlab.ops import rubiks_shift as rs
+
+        self.kernel = rs.kernel_available()
+        self.info: dict[str, Any] = {"kernel": self.kernel, "threads": torch.get_num_threads()}
+        self.compile_s = None
+        if v.kind == "op":
+            self._setup_op(rs)
+        else:
+            self._setup_model()
+
+    def _setup_op(self, rs) -> None:
+        torch, v = self.torch, self.v
+        x = torch.randn(v.shape, device=self.device)
+        shift = (torch.rand(3, v.shape[2], device=self.device) * 2 - 1)
+        if v.memory_format == "channels_last":
+            x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        out = torch.ops.actionlab.rubiks_shift(x, shift, list(v.stride), False)
+        grad = torch.randn_like(out)
+        ops, stride = torch.ops.actionlab, list(v.stride)
+        self.fn = {
+            "forward": lambda: ops.rubiks_shift(x, shift, stride, False),
+            "grad_input": lambda: ops.rubiks_shift_grad_input(grad, shift, list(x.shape), stride, False),
+            "grad_shift": lambda: ops.rubiks_shift_grad_shift(grad, x, shift, stride, False),
+        }[v.op]
+        self.elements = out.numel()
+
+    def _setup_model(self) -> None:
+        torch, v = self.torch, self.v
+        from actionlab.models.fuse import fuse_for_inference
+        from actionlab.models.memory_format import apply_memory_format
+        from actionlab.profile import build_from_config, count_macs
+
+        overrides = [f"model={v.model}", "data.num_classes=174", f"data.num_frames={v.frames}",
+                     f"data.crop_size={v.crop}"]
+        model, _ = build_from_config(overrides)
+        self.info["gmacs_per_clip"] = count_macs(model, torch.randn(1, 3, v.frames, v.crop, v.crop)) / 1e9
+        model.to(self.device)
+        apply_memory_format(model, v.memory_format, self.device)
+        x = torch.randn(v.batch, 3, v.frames, v.crop, v.crop, device=self.device)
+        if v.kind == "train":
+            model.train()
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            y = torch.randint(0, 174, (v.batch,), device=self.device)
+            net = torch.compile(model, dynamic=False) if v.compile else model
+
+            def step() -> None:
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+                opt.step()
+
+            self.fn = step
+        else:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            if v.fuse:
+                model = fuse_for_inference(model, inplace=True)
+            if v.compile:
+                import torch._inductor.config as inductor_config
+
+                inductor_config.freezing = True  # inference: constant-fold BN into convolutions
+            net = torch.compile(model, dynamic=False) if v.compile else model
+            # Today's eval ran the unfused ops: autograd mode on (nothing requires grad, so no
+            # graph is kept) takes exactly those; no_grad takes the BN/ReLU-in-shift path.
+            grad_mode = torch.enable_grad if not v.eval_fused else torch.no_grad
+
+            def infer() -> None:
+                with grad_mode():
+                    net(x)
+
+            self.fn = infer
+        if v.compile:
+            start = time.perf_counter()
+            self.fn()
+            self.sync()
+            self.compile_s = time.perf_counter() - start
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def run(self) -> tuple[float, float]:
+        """Wall-clock and CPU seconds (all threads of the process) of one iteration."""
+        self.sync()
+        start, cpu = time.perf_counter(), time.process_time()
+        self.fn()
+        self.sync()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    def profile(self) -> dict:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        self.fn()
+        with profile(activities=activities) as prof:
+            self.fn()
+            self.sync()
+        return categorise(prof.key_averages(), self.device.type)
+
+
+# Op categories of a profile (self time): what the issue's profile split the step into.
+CATEGORIES = (
+    ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
+    ("batch_norm", ("batch_norm",)),
+    ("relu / threshold", ("relu", "threshold", "clamp_min")),
+    ("add / residual", ("aten::add", "add_affine_relu", "affine_relu")),
+    ("shift (RubiksShift / TSM)", ("rubiks_shift", "temporal_shift", "generatedbackwardfor_actionlab")),
+    ("layout copies", ("aten::copy_", "aten::clone", "aten::contiguous")),
+)
+
+
+def categorise(averages, device_type: str) -> dict:
+    totals: dict[str, float] = {}
+    ops: list[tuple[str, float]] = []
+    for e in averages:
+        us = e.self_device_time_total if device_type == "cuda" else e.self_cpu_time_total
+        if us <= 0:
+            continue
+        name = e.key.lower()
+        cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
+        totals[cat] = totals.get(cat, 0.0) + us / 1e3
+        ops.append((e.key, us / 1e3))
+    total = sum(totals.values())
+    ops.sort(key=lambda o: -o[1])
+    return {
+        "total_ms": total,
+        "by_category_ms": totals,
+        "by_category_pct": {k: 100 * v / total for k, v in totals.items()} if total else {},
+        "top_ops_ms": ops[:12],
+    }
+
+
+def _worker_main() -> None:
+    """Line protocol on stdin/stdout: a JSON command per line, a JSON answer per line."""
+    job = None
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything else printed goes to stderr
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        try:
+            if cmd["cmd"] == "setup":
+                spec = cmd["variant"]
+                spec["shape"], spec["stride"] = tuple(spec["shape"]), tuple(spec["stride"])
+                job = _Job(Variant(**spec), cmd["device"], cmd["threads"])
+                answer = {"ok": True, "info": job.info, "compile_s": job.compile_s}
+            elif cmd["cmd"] == "run":
+                wall, cpu = job.run()
+                answer = {"ok": True, "seconds": wall, "cpu_seconds": cpu}
+            elif cmd["cmd"] == "profile":
+                answer = {"ok": True, "profile": job.profile()}
+            else:
+                break
+        except Exception as err:  # reported to the parent, which names the variant
+            import traceback
+
+            answer = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-3000:]}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+
+
+# ---- parent --------------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, v: Variant, device: str, threads: int) -> None:
+        self.v = v
+        env = dict(os.environ, ACTIONLAB_CPU_ISA=v.isa, OMP_NUM_THREADS=str(threads))
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_ext"))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, cwd=ROOT, env=env,
+        )
+        self.setup = self.ask({"cmd": "setup", "variant": asdict(v), "device": device, "threads": threads})
+
+    def ask(self, cmd: dict) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker for {self.v.name!r} died (see its stderr above)")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise RuntimeError(f"{self.v.name}: {answer['error']}\n{answer.get('trace', '')}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+
+
+def interleaved(variants: list[Variant], device: str, threads: int, warmup: int, reps: int) -> list[dict]:
+    """Median times of ``variants`` measured round-robin; ``warmup`` untimed rounds first."""
+    workers = []
+    try:
+        for v in variants:
+            workers.append(Worker(v, device, threads))
+        times: list[list[float]] = [[] for _ in workers]
+        cpu: list[list[float]] = [[] for _ in workers]
+        for r in range(warmup + reps):
+            for w, t, c in zip(workers, times, cpu):
+                answer = w.ask({"cmd": "run"})
+                if r >= warmup:
+                    t.append(answer["seconds"])
+                    c.append(answer["cpu_seconds"])
+        rows = []
+        for w, t, c in zip(workers, times, cpu):
+            rows.append({
+                "variant": w.v.name, **asdict(w.v), "median_s": statistics.median(t), "min_s": min(t),
+                "all_s": t, "cpu_median_s": statistics.median(c), "info": w.setup["info"],
+                "compile_s": w.setup["compile_s"],
+            })
+        return rows
+    finally:
+        for w in workers:
+            w.close()
+
+
+def profiles(variants: list[Variant], device: str, threads: int) -> list[dict]:
+    out = []
+    for v in variants:
+        w = Worker(v, device, threads)
+        try:
+            out.append({"variant": v.name, **asdict(v), **w.ask({"cmd": "profile"})["profile"]})
+        finally:
+            w.close()
+    return out
+
+
+def _row(rows: list[dict], name: str) -> dict | None:
+    return next((r for r in rows if r["variant"] == name), None)
+
+
+def _ratio(rows: list[dict], slow: str, fast: str) -> float | None:
+    a, b = _row(rows, slow), _row(rows, fast)
+    return a["median_s"] / b["median_s"] if a and b else None
+
+
+def changes(results: dict) -> list[dict]:
+    """Each change: what it should save (PREDICTIONS) and what it saved (measured ratios)."""
+    kern, train, lat, comp = (results["sections"].get(s, {}).get("rows", []) for s in ("kernels", "train", "latency", "compile"))
+    out = []
+
+    def add(key: str, measured: dict[str, float | None], kept: str) -> None:
+        out.append({"change": key, "predicted": PREDICTIONS[key],
+                    "measured": {k: (round(v, 3) if v is not None else None) for k, v in measured.items()}, "kept": kept})
+
+    if kern or train:
+        measured: dict[str, float | None] = {}
+        if kern:
+            def by(suffix: str) -> dict[str, dict]:
+                return {r["variant"].split(" | ")[0]: r for r in kern if r["variant"].endswith(suffix)}
+
+            base, new, cl = by("today's build"), by("| channels-first"), by("| channels-last")
+            measured.update({f"op speedup {k}": base[k]["median_s"] / new[k]["median_s"] for k in base if k in new})
+            out.append({"change": "channels_last_kernels", "predicted": "about as fast as channels-first",
+                        "measured": {f"channels-first / channels-last time {k}": round(new[k]["median_s"] / cl[k]["median_s"], 3)
+                                     for k in cl if k in new},
+                        "kept": "yes (the layout the network runs in)"})
+        if _row(train, "rubiks_tiny contiguous (AVX2 build)"):
+            measured["tiny train step speedup"] = _ratio(train, "rubiks_tiny today", "rubiks_tiny contiguous (AVX2 build)")
+        if measured:
+            add("avx2_build", measured, "yes (chosen at build time from the CPU; ACTIONLAB_CPU_ISA=base opts out)")
+    if train:
+        same_build = "rubiks_tiny contiguous (AVX2 build)" if _row(train, "rubiks_tiny contiguous (AVX2 build)") else "rubiks_tiny today"
+        add("channels_last_train", {
+            "tiny train step speedup vs contiguous (same build)": _ratio(train, same_build, "rubiks_tiny channels_last"),
+            "tsm train step speedup": _ratio(train, "tsm_r50 today", "tsm_r50 channels_last"),
+            **({"tsm train step speedup vs contiguous (same allocator)": _ratio(train, "tsm_r50 contiguous", "tsm_r50 channels_last")}
+               if _row(train, "tsm_r50 contiguous") else {}),
+        }, "memory_format=auto: see PREFERRED in actionlab/models/memory_format.py")
+    if lat:
+        add("channels_last_infer", {
+            "tiny latency speedup": _ratio(lat, "rubiks_tiny today", "rubiks_tiny channels_last"),
+            **({"tiny latency speedup vs contiguous (same build)": _ratio(lat, "rubiks_tiny contiguous (AVX2 build)", "rubiks_tiny channels_last")}
+               if _row(lat, "rubiks_tiny contiguous (AVX2 build)") else {}),
+            "tsm latency speedup (with its eval path)": _ratio(lat, "tsm_r50 today", "tsm_r50 channels_last"),
+        }, "yes")
+        add("eval_bn_relu_in_shift", {"tiny latency speedup": _ratio(lat, "rubiks_tiny channels_last", "rubiks_tiny channels_last + BN/ReLU in shift")},
+            "yes: the default eval path of RubiksNet without autograd")
+        add("fuse_for_inference", {
+            "tiny latency speedup": _ratio(lat, "rubiks_tiny channels_last + BN/ReLU in shift", "rubiks_tiny channels_last + fuse_for_inference"),
+            "tsm latency speedup": _ratio(lat, "tsm_r50 channels_last", "tsm_r50 channels_last + fuse_for_inference"),
+        }, "yes: python -m actionlab.profile / make zoo time fused models")
+    retain = {}
+    if _row(lat, "rubiks_tiny channels_last + fuse_for_inference (glibc allocator)"):
+        retain["tiny latency speedup"] = _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference (glibc allocator)", "rubiks_tiny channels_last + fuse_for_inference")
+    if _row(train, "rubiks_tiny channels_last (glibc allocator)"):
+        retain["tiny train step speedup"] = _ratio(train, "rubiks_tiny channels_last (glibc allocator)", "rubiks_tiny channels_last")
+    if retain:
+        add("retain_freed_memory", retain, "yes where measured faster: actionlab.profile latency, the CPU train task")
+    if comp:
+        add("torch_compile", {
+            "tiny latency speedup vs eager fused": _ratio(comp, "rubiks_tiny eager fused", "rubiks_tiny compiled fused"),
+            "tiny latency speedup compiled unfused vs eager fused": _ratio(comp, "rubiks_tiny eager fused", "rubiks_tiny compiled"),
+            "tsm latency speedup vs eager fused": _ratio(comp, "tsm_r50 eager fused", "tsm_r50 compiled fused"),
+            "tiny train step speedup": _ratio(comp, "rubiks_tiny train eager", "rubiks_tiny train compiled"),
+            "compile seconds (tiny infer / tsm infer / tiny train)": None,
+        }, "see RESULTS.md (module.compile=true for training; opt-in)")
+        out[-1]["measured"]["compile seconds (tiny infer / tsm infer / tiny train)"] = [
+            (_row(comp, n) or {}).get("compile_s") for n in ("rubiks_tiny compiled fused", "tsm_r50 compiled fused", "rubiks_tiny train compiled")]
+    return out
+
+
+def ratios(results: dict) -> dict:
+    train = results["sections"].get("train", {}).get("rows", [])
+    lat = results["sections"].get("latency", {}).get("rows", [])
+    out: dict[str, Any] = {}
+    if train:
+        # Both models in their fastest configuration the lab ships (the glibc-allocator rows are
+        # ablations, not configurations).
+        shipped = [r for r in train if "glibc" not in r["variant"]]
+        tiny_new = min((r for r in shipped if r["model"] == "rubiks_tiny"), key=lambda r: r["median_s"])
+        fastest_tsm = min((r for r in shipped if r["model"] == "tsm_r50"), key=lambda r: r["median_s"])
+        tiny_old, tsm_old = _row(train, "rubiks_tiny today"), _row(train, "tsm_r50 today")
+        out["train_ratio_tiny_vs_tsm"] = fastest_tsm["median_s"] / tiny_new["median_s"]
+        out["train_ratio_tiny_vs_tsm_today"] = tsm_old["median_s"] / tiny_old["median_s"]
+        out["tiny_train_speedup_vs_today"] = tiny_old["median_s"] / tiny_new["median_s"]
+        out["train_tiny_variant_used"] = tiny_new["variant"]
+        out["train_tsm_variant_used"] = fastest_tsm["variant"]
+        # Process CPU time (all threads): less sensitive to other processes than wall clock.
+        out["train_ratio_tiny_vs_tsm_cpu_time"] = fastest_tsm["cpu_median_s"] / tiny_new["cpu_median_s"]
+        out["tiny_train_speedup_vs_today_cpu_time"] = tiny_old["cpu_median_s"] / tiny_new["cpu_median_s"]
+    if lat:
+        tiny = min((r for r in lat if r["model"] == "rubiks_tiny"), key=lambda r: r["median_s"])
+        tsm = min((r for r in lat if r["model"] == "tsm_r50"), key=lambda r: r["median_s"])
+        out["latency_ratio_tsm_vs_tiny"] = tsm["median_s"] / tiny["median_s"]
+        out["latency_ratio_tsm_vs_tiny_today"] = _ratio(lat, "tsm_r50 today", "rubiks_tiny today")
+        out["latency_tiny_ms"], out["latency_tsm_ms"] = tiny["median_s"] * 1e3, tsm["median_s"] * 1e3
+        out["latency_variants_used"] = [tiny["variant"], tsm["variant"]]
+        out["latency_ratio_tsm_vs_tiny_cpu_time"] = tsm["cpu_median_s"] / tiny["cpu_median_s"]
+    comp = results["sections"].get("compile", {}).get("rows", [])
+    if comp and _row(comp, "tsm_r50 compiled fused") and _row(comp, "rubiks_tiny compiled fused"):
+        out["latency_ratio_tsm_vs_tiny_compiled"] = _ratio(comp, "tsm_r50 compiled fused", "rubiks_tiny compiled fused")
+    out["targets"] = {k: {"target": t, "measured": out.get(k), "met": (out.get(k) or 0) >= t} for k, t in TARGETS.items()}
+    return out
+
+
+def section_table(name: str, rows: list[dict]) -> str:
+    if name == "kernels":
+        lines = ["| op, C x H x W, stride | variant | median ms | ns / output element |", "|---|---|---|---|"]
+        for r in rows:
+            op, variant = r["variant"].split(" | ")
+            n, t, c, h, w = r["shape"]
+            outs = n * t * c * ((h - 1) // r["stride"][1] + 1) * ((w - 1) // r["stride"][2] + 1)
+            lines.append(f"| {op} | {variant} | {r['median_s'] * 1e3:.1f} | {r['median_s'] * 1e9 / outs:.2f} |")
+        return "\n".join(lines)
+    lines = ["| variant | kind | T x H x W | batch | median | clips/s | CPU time (all threads) | compile s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        comp = f"{r['compile_s']:.0f}" if r.get("compile_s") else "-"
+        cpu = f"{r['cpu_median_s'] * 1e3:.0f} ms" if r.get("cpu_median_s") is not None else "-"
+        lines.append(f"| {r['variant']} | {r['kind']} | {r['frames']}x{r['crop']}x{r['crop']} | {r['batch']} | "
+                     f"{r['median_s'] * 1e3:.0f} ms | {r['batch'] / r['median_s']:.3g} | {cpu} | {comp} |")
+    return "\n".join(lines)
+
+
+def profile_table(rows: list[dict]) -> str:
+    cats = [c for c, _ in CATEGORIES] + ["other"]
+    lines = ["| variant | total ms | " + " | ".join(cats) + " |", "|---|---|" + "---|" * len(cats)]
+    for r in rows:
+        pct = r["by_category_pct"]
+        ms = r["by_category_ms"]
+        cells = [f"{ms.get(c, 0):.0f} ms ({pct.get(c, 0):.0f}%)" for c in cats]
+        lines.append(f"| {r['variant']} | {r['total_ms']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_device(device: str, args: argparse.Namespace) -> dict[str, Any]:
+    """All requested sections on one device: machine, sections, changes, ratios."""
+    import torch
+
+    batch = args.batch or (2 if device == "cpu" else 16)
+    results: dict[str, Any] = {
+        "machine": {
+            "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "train_batch": batch,
+            "torch": torch.__version__,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        "sections": {},
+    }
+    for section in args.sections:
+        variants = section_variants(section, device, batch)
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        print(f"== {device} {section}: {len(variants)} variants (load {load_before[0]:.2f})", flush=True)
+        if section == "profile":
+            rows = profiles(variants, device, args.threads)
+        else:
+            reps = max(3, args.reps // 2) if section == "kernels" else args.reps
+            rows = interleaved(variants, device, args.threads, args.warmup, reps)
+        results["sections"][section] = {
+            "rows": rows, "load_before": load_before, "load_after": os.getloadavg(),
+            "seconds": time.perf_counter() - t0,
+        }
+        print(profile_table(rows) if section == "profile" else section_table(section, rows), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                        help="all (default): the CPU, and the GPU when one is visible")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every worker (CPU)")
+    parser.add_argument("--batch", type=int, default=None, help="train batch (CPU 2, CUDA 16)")
+    parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--reps", type=int, default=5, help="timed rounds per section (medians)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--table-only", action="store_true", help="print the tables of --out")
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker_main()
+        return
+    if args.table_only:
+        report(json.loads(args.out.read_text()))
+        return
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible")
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    payload: dict[str, Any] = {
+        "protocol": f"variants interleaved round-robin in separate worker processes, {args.warmup} warm-up "
+        f"round(s) then {args.reps} timed, medians; train step = forward + CE + backward + SGD(momentum); "
+        "load = os.getloadavg() before/after each section",
+        "predictions": PREDICTIONS,
+        "targets": TARGETS,
+        "devices": dict(previous.get("devices", {})),
+    }
+    start = time.perf_counter()
+    for device in devices:
+        results = run_device(device, args)
+        old = previous.get("devices", {}).get(device, {})
+        for name, sec in old.get("sections", {}).items():  # a partial run keeps the other sections
+            results["sections"].setdefault(name, {**sec, "from_previous_run": old["machine"].get("started")})
+        results["changes"], results["ratios"] = changes(results), ratios(results)
+        payload["devices"][device] = results
+    payload["seconds"] = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    report(payload, tables=False)
+    print(f"\nwrote {args.out} in {payload['seconds']:.0f} s")
+
+
+def report(payload: dict, tables: bool = True) -> None:
+    for device, results in payload.get("devices", {}).items():
+        if tables:
+            for name, sec in results["sections"].items():
+                print(f"\n== {device} {name} (load {sec['load_before'][0]:.2f} -> {sec['load_after'][0]:.2f})")
+                print(profile_table(sec["rows"]) if name == "profile" else section_table(name, sec["rows"]))
+        print(f"\n== {device}: changes, predicted vs measured")
+        for c in results.get("changes", []):
+            print(f"- {c['change']}: predicted {c['predicted']}\n  measured {c['measured']}; kept: {c['kept']}")
+        print(f"\n== {device}: targets")
+        for key, t in results.get("ratios", {}).get("targets", {}).items():
+            value = t["measured"]
+            shown = f"{value:.2f}x" if value is not None else "not measured"
+            print(f"- {key}: {shown} (target >= {t['target']}x) {'MET' if t['met'] else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
