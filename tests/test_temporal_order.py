@@ -18,6 +18,7 @@ from actionlab.data.readers import DecordReader
 from actionlab.data.sampling import SegmentSampler
 from actionlab.data.transforms import ClipTransform
 from actionlab.lit.optim import param_groups
+from actionlab.models.memory_format import apply_memory_format
 from actionlab.models.rubiksnet import rubiksnet_tiny
 
 DIRECTION_CLASSES = (0, 1)  # "from left to right", "from right to left"
@@ -41,6 +42,7 @@ def test_reversed_clip_changes_direction_prediction(tmp_path):
 
     torch.manual_seed(0)
     model = rubiksnet_tiny(num_classes=2)
+    apply_memory_format(model, "auto")  # as train.py lays it out (channels-last on CPU: 1.6x faster)
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=2e-3)
     steps = 600
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
