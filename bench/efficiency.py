@@ -601,16 +601,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--table-only", action="store_true", help="print the tables of --out")
-    parser.add_argument("--markdown", action="store_true", help="print --out as Markdown (bench/RESULTS.md)")
     args = parser.parse_args(argv)
     if args.worker:
         _worker_main()
         return
     if args.table_only:
         report(json.loads(args.out.read_text()))
-        return
-    if args.markdown:
-        print(markdown(json.loads(args.out.read_text())))
         return
     import torch
 
@@ -640,54 +636,6 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     report(payload, tables=False)
     print(f"\nwrote {args.out} in {payload['seconds']:.0f} s")
-
-
-SECTION_TITLES = {
-    "kernels": "RubiksShift ops at RubiksNet-Tiny's shapes",
-    "train": "Train step (forward, CE, backward, SGD), 8x224, batch 2",
-    "latency": "Batch-1 inference latency, 8x224",
-    "compile": "torch.compile (inductor) next to the best eager variant",
-    "profile": "Profile by op category (train: Tiny 8x160 batch 2; infer: batch 1 8x224)",
-    "formats3d": "3D models: contiguous vs channels_last_3d",
-}
-TARGET_TITLES = {
-    "train_ratio_tiny_vs_tsm": "RubiksNet-Tiny / TSM-R50 train clips/s, both fastest",
-    "latency_ratio_tsm_vs_tiny": "TSM-R50 / RubiksNet-Tiny batch-1 latency, both fastest",
-    "tiny_train_speedup_vs_today": "RubiksNet-Tiny train step, new default / old default",
-}
-
-
-def markdown(payload: dict, level: int = 3) -> str:
-    """The results as Markdown (the docs' Benchmarks page and bench/RESULTS.md): per device the
-    machine, the targets as measured, the changes predicted vs measured and every section's table."""
-    h = "#" * level
-    parts = [f"Protocol: {payload.get('protocol', '?')}."]
-    for device, results in payload.get("devices", {}).items():
-        m = results.get("machine", {})
-        parts.append(f"{h} {device.upper()}: {m.get('device_name', '?')} ({m.get('cpu_capability', '?')}), "
-                     f"{m.get('threads', '?')} threads, torch {m.get('torch', '?')}, started {m.get('started', '?')}")
-        targets = results.get("ratios", {}).get("targets", {})
-        rows = []
-        for key, t in targets.items():
-            value = "not measured" if t["measured"] is None else f"{t['measured']:.2f}x"
-            rows.append(f"| {TARGET_TITLES.get(key, key)} | >= {t['target']}x | {value} | "
-                        f"{'**met**' if t['met'] else '**not met**'} |")
-        parts.append("\n".join(["| target | wanted | measured | |", "|---|---|---|---|", *rows]))
-        used = results.get("ratios", {})
-        if used.get("train_tiny_variant_used"):
-            parts.append(f"Fastest variants used: train `{used['train_tiny_variant_used']}` vs "
-                         f"`{used.get('train_tsm_variant_used')}`; latency "
-                         + " vs ".join(f"`{v}`" for v in used.get("latency_variants_used", [])) + ".")
-        changes_md = [f"- **{c['change']}**: predicted {c['predicted']}; measured "
-                      + ", ".join(f"{k} {v if not isinstance(v, float) else f'{v:.2f}'}" for k, v in c["measured"].items())
-                      + f"; kept: {c['kept']}" for c in results.get("changes", [])]
-        parts.append(f"{h}# Changes: predicted, then measured\n\n" + "\n".join(changes_md))
-        for name, sec in results.get("sections", {}).items():
-            load = sec.get("load_before", [0])[0]
-            when = f", run of {sec['from_previous_run']}" if sec.get("from_previous_run") else ""
-            table = profile_table(sec["rows"]) if name == "profile" else section_table(name, sec["rows"])
-            parts.append(f"{h}# {SECTION_TITLES.get(name, name)}\n\n(load average {load:.2f} before{when})\n\n{table}")
-    return "\n\n".join(parts)
 
 
 def report(payload: dict, tables: bool = True) -> None:

@@ -13,7 +13,7 @@ A page asks for a table with an HTML comment on a line of its own (invisible if 
     code is counted again, so a table is never stale, only slower to build after a model change.
 ``<!-- bench: NAME -->``
     A table from ``bench/results/NAME.json`` (``rubiks_shift``, ``train_step``,
-    ``train_step_zoo2``, ``dataloader``, ``multigrid``, ``multigrid_24ep``, ``zoo``, ``efficiency``).
+    ``train_step_zoo2``, ``dataloader``, ``multigrid``, ``multigrid_24ep``, ``zoo``).
     ``<!-- bench: gpu -->`` is the GPU run kit's section of ``bench/RESULTS.md`` as
     ``bench/gpu/report.py`` makes it from ``bench/results/gpu/*.json`` (the files a GPU run of
     ``bench/gpu/run.sh`` returned): the machine, the step table, the kernel and train-step
@@ -306,10 +306,6 @@ def bench_multigrid() -> str:
 
 def bench_multigrid_24ep() -> str:
     return _multigrid("multigrid_24ep")
-
-
-def bench_efficiency() -> str:
-    return _bench_module("efficiency").markdown(_results("efficiency"), level=3)
 
 
 GPU_RESULTS = RESULTS / "gpu"
