@@ -570,7 +570,7 @@ SECTION_TITLES = {
 TARGET_LABELS = {
     "train_ratio_tiny_vs_tsm": "RubiksNet-Tiny / TSM-R50 train clips/s at 8x224, both in their fastest configuration",
     "latency_ratio_tsm_vs_tiny": "batch-1 latency TSM-R50 / RubiksNet-Tiny at 8x224, both in their fastest configuration",
-    "tiny_train_speedup_vs_today": "RubiksNet-Tiny train step, fastest configuration / today's default path",
+    "tiny_train_speedup_vs_today": "RubiksNet-Tiny train clips/s, fastest configuration / today's default path",
 }
 # The profile's train rows compared op by op ("what limits it").
 PROFILE_PAIR = ("rubiks_tiny train today", "rubiks_tiny train new")
@@ -651,7 +651,10 @@ def markdown(payload: dict, heading: str = "###") -> str:
             f"{m.get('cpu_capability')}), torch {m.get('torch')}, {m.get('threads')} threads, train batch "
             f"{m.get('train_batch')}; run started {m.get('started')}. Measured with {m.get('threads')} threads, "
             "side by side in one run, interleaved worker processes: compare ratios within a table.")
-        parts += [f"{heading} Targets ({device})", targets_table(results.get("ratios", {}))]
+        targets = results.get("ratios", {}).get("targets", {})
+        verdict = {flag: [f"`{k}`" for k, t in targets.items() if t["met"] == flag] for flag in (True, False)}
+        parts += [f"{heading} Targets ({device})", targets_table(results.get("ratios", {})),
+                  f"Met: {', '.join(verdict[True]) or 'none'}. Not met: {', '.join(verdict[False]) or 'none'}."]
         for name in SECTION_TITLES:
             sec = results["sections"].get(name)
             if not sec:
