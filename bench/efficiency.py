@@ -681,14 +681,10 @@ def results_section(payload: dict) -> str:
 
 def write_results_md(payload: dict, path: Path = RESULTS_MD) -> None:
     """Replace (or append) the section of ``path`` between the markers."""
-    text = path.read_text()
-    block = f"{MD_BEGIN}\n{results_section(payload)}\n{MD_END}"
-    if MD_BEGIN in text and MD_END in text:
-        head, rest = text.split(MD_BEGIN, 1)
-        text = head + block + rest.split(MD_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from results_md import write_section
+
+    write_section(path, MD_BEGIN, MD_END, results_section(payload))
 
 
 def run_device(device: str, args: argparse.Namespace) -> dict[str, Any]:
