@@ -40,7 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ TARGETS = {
 def section_variants(section: str, device: str, batch: int) -> list[Variant]:
     """The variants of a section; on CUDA without the ISA ladder (a GPU build is one build)."""
     cpu = device == "cpu"
-    today = dict(isa="base", retain=False) if cpu else {}
+    today = {"isa": "base", "retain": False} if cpu else {}
     if section == "kernels":
         shapes = [((2, 8, 54, 112, 112), (1, 1, 1)), ((2, 8, 54, 112, 112), (1, 2, 2)),
                   ((2, 8, 108, 28, 28), (1, 1, 1)), ((2, 8, 432, 7, 7), (1, 1, 1))]
@@ -127,7 +127,7 @@ def section_variants(section: str, device: str, batch: int) -> list[Variant]:
             Variant("tsm_r50 channels_last", "train", model="tsm_r50", batch=batch, memory_format="channels_last"),
         ]
     if section == "latency":
-        cl = dict(memory_format="channels_last")
+        cl = {"memory_format": "channels_last"}
         return [
             Variant("rubiks_tiny today", "infer", batch=1, eval_fused=False, **today),
             *([Variant("rubiks_tiny contiguous (AVX2 build)", "infer", batch=1, eval_fused=False)] if cpu else []),
@@ -140,7 +140,7 @@ def section_variants(section: str, device: str, batch: int) -> list[Variant]:
             Variant("tsm_r50 channels_last + fuse_for_inference", "infer", model="tsm_r50", batch=1, fuse=True, **cl),
         ]
     if section == "compile":
-        cl = dict(memory_format="channels_last")
+        cl = {"memory_format": "channels_last"}
         return [
             Variant("rubiks_tiny eager fused", "infer", batch=1, fuse=True, **cl),
             Variant("rubiks_tiny compiled", "infer", batch=1, compile=True, **cl),
@@ -338,7 +338,7 @@ def _worker_main() -> None:
                 answer = {"ok": True, "profile": job.profile()}
             else:
                 break
-        except Exception as err:  # reported to the parent, which names the variant
+        except Exception as err:  # noqa: BLE001  (reported to the parent, which names the variant)
             import traceback
 
             answer = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-3000:]}
@@ -655,14 +655,13 @@ def markdown(payload: dict, heading: str = "###") -> str:
         verdict = {flag: [f"`{k}`" for k, t in targets.items() if t["met"] == flag] for flag in (True, False)}
         parts += [f"{heading} Targets ({device})", targets_table(results.get("ratios", {})),
                   f"Met: {', '.join(verdict[True]) or 'none'}. Not met: {', '.join(verdict[False]) or 'none'}."]
-        for name in SECTION_TITLES:
+        for name, title in SECTION_TITLES.items():
             sec = results["sections"].get(name)
             if not sec:
                 continue
             when = sec.get("from_previous_run") or m.get("started")
-            parts += [f"{heading} {SECTION_TITLES[name]} ({device})",
-                      f"Run started {when}; load average {sec['load_before'][0]:.2f} before, "
-                      f"{sec['load_after'][0]:.2f} after.",
+            load = f"load average {sec['load_before'][0]:.2f} before, {sec['load_after'][0]:.2f} after"
+            parts += [f"{heading} {title} ({device})", f"Run started {when}; {load}.",
                       profile_table(sec["rows"]) if name == "profile" else section_table(name, sec["rows"])]
         parts += [f"{heading} Changes: predicted and measured ({device})", changes_table(results.get("changes", []))]
         limit = limits(results["sections"])
