@@ -14,6 +14,10 @@ A page asks for a table with an HTML comment on a line of its own (invisible if 
 ``<!-- bench: NAME -->``
     A table from ``bench/results/NAME.json`` (``rubiks_shift``, ``train_step``,
     ``train_step_zoo2``, ``dataloader``, ``multigrid``, ``multigrid_24ep``, ``zoo``).
+    ``<!-- bench: efficiency -->`` renders ``bench/results/efficiency.json`` through
+    ``bench/efficiency.py``'s own Markdown (the tables of ``bench/RESULTS.md``'s issue-15
+    section): targets with MET / NOT MET as measured, every section's table, the changes
+    predicted against measured, and the profile's op table of what limits the ratios.
     ``<!-- bench: gpu -->`` is the GPU run kit's section of ``bench/RESULTS.md`` as
     ``bench/gpu/report.py`` makes it from ``bench/results/gpu/*.json`` (the files a GPU run of
     ``bench/gpu/run.sh`` returned): the machine, the step table, the kernel and train-step
@@ -306,6 +310,11 @@ def bench_multigrid() -> str:
 
 def bench_multigrid_24ep() -> str:
     return _multigrid("multigrid_24ep")
+
+
+def bench_efficiency() -> str:
+    efficiency = _bench_module("efficiency")
+    return efficiency.markdown(_results("efficiency"))
 
 
 GPU_RESULTS = RESULTS / "gpu"

@@ -70,10 +70,13 @@ def test_site_builds_strictly_with_generated_tables(site):
     assert "8x8x54x56x56" in bench and "<!-- bench" not in bench  # from bench/results/rubiks_shift.json
     # bench/gpu/report.py's section: a GPU run's machine, or that nothing has run on a GPU
     assert 'id="gpu-run-kit"' in bench and ("Machine: " in bench or "Nothing in this lab has run on a GPU" in bench)
+    assert 'id="wall-clock-efficiency"' in bench and "<strong>NOT MET</strong>" in bench  # efficiency.json
     multigrid = (site / "training" / "multigrid" / "index.html").read_text()
     assert "multigrid_sqrt" in multigrid
     api = (site / "reference" / "ops" / "index.html").read_text()
     assert "RubiksShift3d" in api and "rubiks_shift_reference" in api
+    models_api = (site / "reference" / "models" / "index.html").read_text()
+    assert "fuse_for_inference" in models_api and "apply_memory_format" in models_api  # issue 15's modules
     weights = (site / "weights" / "index.html").read_text()  # the registry, at build time
     assert weights.count("<td><code>tokshift_l16_12x384_k400</code></td>") == 1 and "<!-- weights" not in weights
     assert "$ python -m actionlab.pretrained show x3d_m_k400" in weights
@@ -85,6 +88,7 @@ def test_site_builds_strictly_with_generated_tables(site):
     assert 'id="frames-evalsampling"' in evaluation  # the heading after a generated table survives
     tasks = (site / "reference" / "tasks" / "index.html").read_text()
     assert "find_by_file" in tasks and "check_request" in tasks and "ConfigValueError" in tasks
+    assert "retain_freed_memory" in tasks and "RetainCpuMemory" in (site / "reference" / "lit" / "index.html").read_text()
     for name in ("quickstart", "rubiks_shifts", "zoo"):
         page = (site / "notebooks" / name / "index.html").read_text()
         assert "data:image/png" in page, f"{name}: the rendered notebook has no figure output"
@@ -126,6 +130,64 @@ def test_gpu_section_is_the_kits_report(tmp_path, monkeypatch):
         page = hooks.render("<!-- bench: gpu -->")
         assert expected in page and page in report.gpu_section(report.read_run(tmp_path / "gpu"))
     assert "| 1 | setup | ok | 20 / 45 |" in page
+
+
+def _efficiency():
+    return _hooks()._bench_module("efficiency"), json.loads((REPO / "bench" / "results" / "efficiency.json").read_text())
+
+
+def test_efficiency_section_shows_the_targets_as_measured(tmp_path):
+    """<!-- bench: efficiency --> renders bench/results/efficiency.json: each target's measured
+    ratio and MET / NOT MET follow the JSON (a changed measurement changes the verdict), and
+    bench/RESULTS.md holds the same section, regenerated from the JSON (not stale)."""
+    efficiency, payload = _efficiency()
+    assert re.search(r"^<!-- bench: efficiency -->$", (DOCS / "benchmarks.md").read_text(), re.MULTILINE)
+    page = _hooks().render("<!-- bench: efficiency -->")
+    targets = payload["devices"]["cpu"]["ratios"]["targets"]
+    assert len(targets) == 3
+    for key, t in targets.items():
+        row = next(line for line in page.splitlines() if f"(`{key}`) |" in line)
+        assert f"| {t['measured']:.2f}x |" in row and row.endswith("**MET** |" if t["met"] else "**NOT MET** |")
+    for title in efficiency.SECTION_TITLES.values():
+        assert title in page
+    assert "predicted" in page and "`aten::native_batch_norm_backward`" in page
+    block = f"{efficiency.MD_BEGIN}\n{efficiency.results_section(payload)}\n{efficiency.MD_END}"
+    assert block in (REPO / "bench" / "RESULTS.md").read_text(), "run: python bench/efficiency.py --results-md"
+    # Another measurement, another verdict: nothing in the section is written by hand.
+    t = payload["devices"]["cpu"]["ratios"]["targets"]["train_ratio_tiny_vs_tsm"]
+    t["measured"], t["met"] = 4.213, True
+    changed = tmp_path / "efficiency.json"
+    changed.write_text(json.dumps(payload))
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n")
+    for _ in range(2):  # appended once, then replaced in place
+        efficiency.main(["--out", str(changed), "--results-md", str(md)])
+    text = md.read_text()
+    assert text.count(efficiency.MD_BEGIN) == 1 and text.startswith("# Results\n")
+    row = next(line for line in text.splitlines() if "(`train_ratio_tiny_vs_tsm`) |" in line)
+    assert row.endswith("| 4.21x | **MET** |")
+
+
+def test_efficiency_prose_agrees_with_the_measurement():
+    """The hand-written reading of the tables on the Benchmarks page and in the memory_format docs
+    (no figures, only directions) holds in bench/results/efficiency.json."""
+    from actionlab.models.memory_format import PREFERRED
+
+    _, payload = _efficiency()
+    sections = payload["devices"]["cpu"]["sections"]
+    t = {s: {r["variant"]: r["median_s"] for r in sections[s]["rows"]} for s in ("train", "compile", "formats3d")}
+    assert t["compile"]["rubiks_tiny train compiled"] > t["compile"]["rubiks_tiny train eager"]  # compile off for training
+    assert t["compile"]["rubiks_tiny compiled fused"] < t["compile"]["rubiks_tiny eager fused"]  # helps inference
+    assert t["train"]["tsm_r50 channels_last"] < t["train"]["tsm_r50 contiguous"]  # TSM gains from channels-last
+    # 3D models: auto follows the inference rows on CPU; the X3D-S train row favours channels_last
+    assert PREFERRED["clips"]["cpu"] == "contiguous" and PREFERRED["frames"] == {"cpu": "channels_last", "cuda": "channels_last"}
+    for model in ("x3d_m", "vov3d_m"):
+        assert t["formats3d"][f"{model} infer contiguous"] <= t["formats3d"][f"{model} infer channels_last"]
+    assert t["formats3d"]["x3d_s train channels_last"] < t["formats3d"]["x3d_s train contiguous"]
+    profile = {r["variant"]: dict(r["top_ops_ms"]) for r in sections["profile"]["rows"]}
+    old, new = profile["rubiks_tiny train today"], profile["rubiks_tiny train new"]
+    for op in ("aten::native_batch_norm_backward", "actionlab::rubiks_shift_grad_shift"):  # slower in channels-last
+        assert new[op] > 1.5 * old[op], op
 
 
 def test_released_weights_tables_come_from_the_registry():

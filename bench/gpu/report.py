@@ -279,14 +279,10 @@ def gpu_section(run: dict[str, dict]) -> str:
 def cmd_results(args) -> int:
     run = read_run(args.dir) if args.dir.is_dir() else {}
     section = gpu_section(run)
-    text = args.md.read_text()
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    args.md.write_text(text)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from results_md import write_section
+
+    write_section(args.md, BEGIN, END, section)
     print(f"wrote the GPU section of {args.md} from {args.dir} "
           f"({'GPU figures' if 'Nothing in this lab' not in section else 'no GPU figures'})")
     return 0
