@@ -9,8 +9,9 @@
 // Why: PyTorch's channels-last CPU BatchNorm backward is several times slower than its NCHW one
 // at RubiksNet's widths (C = 54 .. 432), and the ReLU after every BN is two more passes over
 // memory (forward and threshold_backward). Here a channels-last tensor is P = N*H*W rows of C
-// contiguous channels; every inner loop runs over those C channels and vectorises, and the work
-// is split over pixels, with per-chunk partial sums reduced in float64 afterwards.
+// contiguous channels; every inner loop runs over the contiguous channels of a few pixels and
+// vectorises, and the work is split over pixels, with per-chunk partial sums reduced in float64
+// afterwards.
 //
 // Passes over memory: the forward reads x for the statistics and once more to write y; the
 // backward reads grad_y and x for the two per-channel sums, and once more to write grad_x. The
@@ -35,9 +36,11 @@ namespace {
 // Pixels per chunk of the reductions: at most 256 KB of values, so the second look at a chunk
 // (the forward's centred sum of squares) comes from L2, not memory, and the per-chunk float64
 // merge stays a few percent of the work; at most 256 pixels, which keeps the per-chunk partial
-// sums (in the input dtype) short before they go to float64.
+// sums (in the input dtype) short before they go to float64. A multiple of kRun.
+constexpr int64_t kRun = 8;  // pixels per run: kRun * C values are a whole number of vectors
+
 int64_t chunk_pixels(int64_t C) {
-  return std::clamp<int64_t>(65536 / std::max<int64_t>(C, 1), 16, 256);
+  return std::clamp<int64_t>(65536 / std::max<int64_t>(C, 1), 16, 256) / kRun * kRun;
 }
 
 struct Rows {
@@ -66,23 +69,47 @@ at::Tensor empty_channels_last(const at::Tensor& x) {
   return at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
-// y = x * scale[c] + shift[c], i.e. (x - mean) * invstd * w + b, in the input dtype.
+// The loops run over "runs" of kRun pixels, kRun * C contiguous values indexed by i with channel
+// i % C, instead of one pixel (C values) at a time: at C = 54 a pixel is 6 vectors and a
+// remainder, a run is 54 whole vectors, and the loop overhead is paid once per run. Per-channel
+// operands are stored repeated kRun times (`repeat_runs`) so the inner loops index them by i.
+template <typename T>
+std::vector<T> repeat_runs(const std::vector<T>& v) {
+  std::vector<T> out(v.size() * kRun);
+  for (int64_t k = 0; k < kRun; ++k) std::copy(v.begin(), v.end(), out.begin() + k * v.size());
+  return out;
+}
+
+// f(offset, len) for the values of pixels [p0, p1): whole runs, then the last pixels one by one
+// (their values are the first C of a run, so the repeated operands index them the same way).
+template <typename F>
+inline void for_each_run(int64_t p0, int64_t p1, int64_t C, const F& f) {
+  int64_t p = p0;
+  for (; p + kRun <= p1; p += kRun) f(p * C, kRun * C);
+  for (; p < p1; ++p) f(p * C, C);
+}
+
+// y = x * scale[c] + shift[c], i.e. (x - mean) * invstd * w + b, in the input dtype; every
+// operand repeated per run.
 template <typename scalar_t>
 struct ChannelAffine {
-  std::vector<scalar_t> scale, shift;
+  std::vector<scalar_t> scale, shift, mean;
 
-  ChannelAffine(const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& w,
+  ChannelAffine(const at::Tensor& mean_t, const at::Tensor& invstd, const at::Tensor& w,
                 const at::Tensor& b) {
-    const std::vector<double> m = rubiks::channel_vector<double>(mean, mean.size(0));
-    const std::vector<double> s = rubiks::channel_vector<double>(invstd, mean.size(0));
-    const std::vector<double> wv = rubiks::channel_vector<double>(w, mean.size(0));
-    const std::vector<double> bv = rubiks::channel_vector<double>(b, mean.size(0));
-    scale.resize(m.size());
-    shift.resize(m.size());
-    for (size_t c = 0; c < m.size(); ++c) {
-      scale[c] = static_cast<scalar_t>(wv[c] * s[c]);
-      shift[c] = static_cast<scalar_t>(bv[c] - m[c] * wv[c] * s[c]);
+    const int64_t C = mean_t.size(0);
+    const std::vector<double> m = rubiks::channel_vector<double>(mean_t, C);
+    const std::vector<double> s = rubiks::channel_vector<double>(invstd, C);
+    const std::vector<double> wv = rubiks::channel_vector<double>(w, C);
+    const std::vector<double> bv = rubiks::channel_vector<double>(b, C);
+    std::vector<scalar_t> sc(C), sh(C);
+    for (int64_t c = 0; c < C; ++c) {
+      sc[c] = static_cast<scalar_t>(wv[c] * s[c]);
+      sh[c] = static_cast<scalar_t>(bv[c] - m[c] * wv[c] * s[c]);
     }
+    scale = repeat_runs(sc);
+    shift = repeat_runs(sh);
+    mean = repeat_runs(rubiks::channel_vector<scalar_t>(mean_t, C));
   }
 };
 
@@ -93,23 +120,30 @@ inline scalar_t pre_activation(scalar_t x, scalar_t scale, scalar_t shift) {
   return x * scale + shift;
 }
 
-// Per-chunk per-channel sums over the pixels of each chunk, computed in the input dtype by
-// `body(row, sums)` for every pixel row of the chunk and kept per chunk as float64: a reduction
-// whose result does not depend on the number of threads.
-template <typename scalar_t, int kSums, typename Body, typename Finish>
-std::vector<double> chunk_sums(const Rows& r, Body body, Finish finish) {
-  const int64_t chunk = chunk_pixels(r.C);
+// Per-chunk reductions: `body(p0, p1, sums, scratch)` accumulates kSums per-run arrays (kRun * C
+// each, in the input dtype) over the pixels [p0, p1) of one chunk; they are folded to C values
+// and kept per chunk as float64, `kSums * C` per chunk, in chunk order: a reduction whose result
+// does not depend on the number of threads. `scratch` is kRun * C values of the body's own.
+template <typename scalar_t, int kSums, typename Body>
+std::vector<double> chunk_sums(const Rows& r, const Body& body) {
+  const int64_t chunk = chunk_pixels(r.C), L = kRun * r.C;
   const int64_t chunks = (r.P + chunk - 1) / chunk;
   std::vector<double> out(static_cast<size_t>(chunks * kSums * r.C));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> sums(static_cast<size_t>(kSums * r.C));
+    std::vector<scalar_t> buf(static_cast<size_t>((kSums + 1) * L));
     for (int64_t k = begin; k < end; ++k) {
       const int64_t p0 = k * chunk, p1 = std::min(r.P, p0 + chunk);
-      std::fill(sums.begin(), sums.end(), scalar_t(0));
-      for (int64_t p = p0; p < p1; ++p) body(p, sums.data());
-      finish(p0, p1, sums.data());
+      std::fill(buf.begin(), buf.end(), scalar_t(0));
+      body(p0, p1, buf.data(), buf.data() + kSums * L);
       double* o = out.data() + k * kSums * r.C;
-      for (int64_t i = 0; i < kSums * r.C; ++i) o[i] = static_cast<double>(sums[i]);
+      for (int j = 0; j < kSums; ++j) {
+        double* oj = o + j * r.C;
+        for (int64_t q = 0; q < kRun; ++q) {
+          const scalar_t* bq = buf.data() + j * L + q * r.C;
+#pragma omp simd
+          for (int64_t c = 0; c < r.C; ++c) oj[c] += static_cast<double>(bq[c]);
+        }
+      }
     }
   });
   return out;
@@ -121,30 +155,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
     const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
     double momentum, double eps) {
   const Rows r = rows_of(x, "x");
-  const int64_t C = r.C;
+  const int64_t C = r.C, L = kRun * C;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   // Statistics: per chunk the sum and, from the chunk's own mean (its values are still in
-  // cache), the centred sum of squares; combined exactly in float64 below.
+  // cache), the centred sum of squares; combined exactly in float64 below. The chunk mean m is
+  // kept as the second "sum" (in its first C values; folding adds the zeros of the others).
   const std::vector<double> parts = chunk_sums<scalar_t, 3>(
-      r,
-      [&](int64_t p, scalar_t* s) {
-        const scalar_t* row = xp + p * C;
+      r, [&](int64_t p0, int64_t p1, scalar_t* s, scalar_t* mean_run) {
+        scalar_t* sum = s;
+        scalar_t* mean = s + L;
+        scalar_t* m2 = s + 2 * L;
+        for_each_run(p0, p1, C, [&](int64_t off, int64_t len) {
+          const scalar_t* v = xp + off;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) s[c] += row[c];
-      },
-      [&](int64_t p0, int64_t p1, scalar_t* s) {
-        scalar_t* mean = s + C;
-        scalar_t* m2 = s + 2 * C;
+          for (int64_t i = 0; i < len; ++i) sum[i] += v[i];
+        });
         const scalar_t n = static_cast<scalar_t>(p1 - p0);
-        for (int64_t c = 0; c < C; ++c) mean[c] = s[c] / n, m2[c] = scalar_t(0);
-        for (int64_t p = p0; p < p1; ++p) {
-          const scalar_t* row = xp + p * C;
+        for (int64_t q = 0; q < kRun; ++q)
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) {
-            const scalar_t d = row[c] - mean[c];
-            m2[c] += d * d;
+          for (int64_t c = 0; c < C; ++c) mean[c] += sum[q * C + c];
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) mean[c] /= n;
+        for (int64_t q = 0; q < kRun; ++q) std::copy(mean, mean + C, mean_run + q * C);
+        for_each_run(p0, p1, C, [&](int64_t off, int64_t len) {
+          const scalar_t* v = xp + off;
+#pragma omp simd
+          for (int64_t i = 0; i < len; ++i) {
+            const scalar_t d = v[i] - mean_run[i];
+            m2[i] += d * d;
           }
-        }
+        });
       });
   const int64_t chunk = chunk_pixels(C);
   const int64_t chunks = (r.P + chunk - 1) / chunk;
@@ -187,15 +227,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
   const scalar_t* sc = a.scale.data();
   const scalar_t* sh = a.shift.data();
   at::parallel_for(0, r.P, rubiks::grain_for(C), [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const scalar_t* row = xp + p * C;
-      scalar_t* out = yp + p * C;
+    for_each_run(begin, end, C, [&](int64_t off, int64_t len) {
+      const scalar_t* v = xp + off;
+      scalar_t* out = yp + off;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t v = pre_activation(row[c], sc[c], sh[c]);
-        out[c] = v > scalar_t(0) ? v : scalar_t(0);
+      for (int64_t i = 0; i < len; ++i) {
+        const scalar_t z = pre_activation(v[i], sc[i], sh[i]);
+        out[i] = z > scalar_t(0) ? z : scalar_t(0);
       }
-    }
+    });
   });
   return {y, mean_t, invstd_t};
 }
@@ -205,30 +245,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& mean_t,
     const at::Tensor& invstd_t, const at::Tensor& w, const at::Tensor& b) {
   const Rows r = rows_of(x, "x");
-  const int64_t C = r.C;
+  const int64_t C = r.C, L = kRun * C;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* gp = grad_y.data_ptr<scalar_t>();
   const ChannelAffine<scalar_t> a(mean_t, invstd_t, w, b);
   const scalar_t* sc = a.scale.data();
   const scalar_t* sh = a.shift.data();
-  const std::vector<scalar_t> mean = rubiks::channel_vector<scalar_t>(mean_t, C);
-  const scalar_t* mp = mean.data();
+  const scalar_t* mp = a.mean.data();
   // g = grad_y * (y > 0); per channel sum g and sum g * (x - mean).
   const std::vector<double> parts = chunk_sums<scalar_t, 2>(
-      r,
-      [&](int64_t p, scalar_t* s) {
-        const scalar_t* row = xp + p * C;
-        const scalar_t* grow = gp + p * C;
+      r, [&](int64_t p0, int64_t p1, scalar_t* s, scalar_t*) {
         scalar_t* sg = s;
-        scalar_t* sgx = s + C;
+        scalar_t* sgx = s + L;
+        for_each_run(p0, p1, C, [&](int64_t off, int64_t len) {
+          const scalar_t* v = xp + off;
+          const scalar_t* gv = gp + off;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t g = pre_activation(row[c], sc[c], sh[c]) > scalar_t(0) ? grow[c] : scalar_t(0);
-          sg[c] += g;
-          sgx[c] += g * (row[c] - mp[c]);
-        }
-      },
-      [](int64_t, int64_t, scalar_t*) {});
+          for (int64_t i = 0; i < len; ++i) {
+            const scalar_t g = pre_activation(v[i], sc[i], sh[i]) > scalar_t(0) ? gv[i] : scalar_t(0);
+            sg[i] += g;
+            sgx[i] += g * (v[i] - mp[i]);
+          }
+        });
+      });
   std::vector<double> sum_g(C, 0.0), sum_gx(C, 0.0);
   for (size_t k = 0; k < parts.size() / (2 * C); ++k)
     for (int64_t c = 0; c < C; ++c) {
@@ -250,20 +289,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     k2[c] = static_cast<scalar_t>(-wi * invstd[c] * invstd[c] * sum_gx[c] * inv_p);
     k3[c] = static_cast<scalar_t>(-wi * sum_g[c] * inv_p);
   }
+  const std::vector<scalar_t> k1r = repeat_runs(k1), k2r = repeat_runs(k2), k3r = repeat_runs(k3);
   auto grad_x = empty_channels_last(x);
   scalar_t* op = grad_x.data_ptr<scalar_t>();
-  const scalar_t *k1p = k1.data(), *k2p = k2.data(), *k3p = k3.data();
+  const scalar_t *k1p = k1r.data(), *k2p = k2r.data(), *k3p = k3r.data();
   at::parallel_for(0, r.P, rubiks::grain_for(C), [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const scalar_t* row = xp + p * C;
-      const scalar_t* grow = gp + p * C;
-      scalar_t* out = op + p * C;
+    for_each_run(begin, end, C, [&](int64_t off, int64_t len) {
+      const scalar_t* v = xp + off;
+      const scalar_t* gv = gp + off;
+      scalar_t* out = op + off;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t g = pre_activation(row[c], sc[c], sh[c]) > scalar_t(0) ? grow[c] : scalar_t(0);
-        out[c] = k1p[c] * g + k2p[c] * (row[c] - mp[c]) + k3p[c];
+      for (int64_t i = 0; i < len; ++i) {
+        const scalar_t g = pre_activation(v[i], sc[i], sh[i]) > scalar_t(0) ? gv[i] : scalar_t(0);
+        out[i] = k1p[i] * g + k2p[i] * (v[i] - mp[i]) + k3p[i];
       }
-    }
+    });
   });
   return {grad_x, grad_w, grad_b};
 }
