@@ -17,7 +17,11 @@ every section. Sections:
 * ``profile`` - ``torch.profiler`` of one Tiny train step (8x160, batch 2, the issue's profile)
   and one batch-1 inference, today vs new, by op category;
 * ``formats3d`` - contiguous vs channels_last_3d for the 3D models (X3D, VoV3D): what
-  ``memory_format=auto`` picks for them on this device.
+  ``memory_format=auto`` picks for them on this device;
+* ``bn_relu`` - training-mode BatchNorm + ReLU (forward and backward) at RubiksNet-Tiny's and
+  TSM-R50's shapes: channels-last PyTorch, the fused channels-last kernel
+  (``actionlab.ops.batch_norm_act``), NCHW PyTorch; and both models' train step at 8x224 with
+  and without the kernel.
 
 Output: a table per section, the changes with their predicted and measured effect, the target
 ratios; ``bench/results/efficiency.json`` (``--out``). ``--device cuda`` runs the same on a GPU
@@ -46,7 +50,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "efficiency.json"
-SECTIONS = ("kernels", "train", "latency", "compile", "profile", "formats3d")
+SECTIONS = ("kernels", "train", "latency", "compile", "profile", "formats3d", "bn_relu")
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Variant:
     """One configuration timed in its own worker process."""
 
     name: str
-    kind: str  # train | infer | op
+    kind: str  # train | infer | op | bnrelu
     model: str = "rubiks_tiny"  # conf/model name
     frames: int = 8
     crop: int = 224
@@ -68,6 +72,7 @@ class Variant:
     op: str = ""  # kind=op: forward | grad_input | grad_shift
     shape: tuple = ()  # kind=op: (N, T, C, H, W)
     stride: tuple = (1, 1, 1)
+    bn_kernel: bool = True  # actionlab.ops.batch_norm_act.enabled (off: PyTorch's BN + ReLU)
 
 
 # What each change should save, written down before measuring (issue 15: "profile first, write
@@ -88,6 +93,12 @@ PREDICTIONS = {
     "folded into their convolutions, ReLU and adds stay)",
     "retain_freed_memory": "up to -10% (the kernel page-faults and zeroes every freed activation buffer "
     "again on the next step: ~21,000 faults and 30-75 ms system time per Tiny forward measured)",
+    "bn_relu_kernel": "BN + ReLU forward + backward (16 frames): at C=54 80x80 and C=108 40x40 1.5-2.5x "
+    "faster than channels-last PyTorch (PyTorch's channels-last BN backward is 2.4-4x its NCHW one there, "
+    "and the ReLU forward and threshold_backward are 5 more passes over the tensor), at least as fast as "
+    "NCHW PyTorch; at C=432 10x10 (0.7 MB, in cache) about equal. Tiny train step: the profiled 8x160 "
+    "step's BN ~213 ms toward NCHW's ~113 ms or less, plus ~35 ms threshold_backward and ~8 ms ReLU "
+    "forward gone: ~140 of ~700 ms, 1.2-1.25x; TSM-R50 (widths 64-2048, BN ~10% of its step) 1.02-1.05x",
     "torch_compile": "inference at most ~10% better than the fused eager model (what is left to fuse "
     "is the 1x1-conv epilogues; RubiksShift stays an opaque op), at a compile cost of minutes on 2 "
     "cores; training: inductor fuses BN/ReLU/add in the backward too, maybe 1.2x, same compile cost",
@@ -165,6 +176,22 @@ def section_variants(section: str, device: str, batch: int) -> list[Variant]:
         for fmt in ("contiguous", "channels_last"):
             out.append(Variant(f"x3d_s train {fmt}", "train", model="x3d_s", frames=13, crop=160, batch=batch, memory_format=fmt))
         return out
+    if section == "bn_relu":
+        out = []
+        # (frames, C, H, W) of RubiksNet-Tiny at 8x160 batch 2 (the profiled step) and of
+        # TSM-R50's stages at 8x224 batch 2.
+        for shape in ((16, 54, 80, 80), (16, 108, 40, 40), (16, 216, 20, 20), (16, 432, 10, 10),
+                      (16, 64, 56, 56), (16, 128, 28, 28), (16, 256, 14, 14), (16, 512, 7, 7)):
+            tag = f"BN+ReLU {shape[1]}x{shape[2]}x{shape[3]} N{shape[0]}"
+            out.append(Variant(f"{tag} | channels-last PyTorch", "bnrelu", shape=shape, memory_format="channels_last", bn_kernel=False))
+            out.append(Variant(f"{tag} | channels-last kernel", "bnrelu", shape=shape, memory_format="channels_last"))
+            out.append(Variant(f"{tag} | NCHW PyTorch", "bnrelu", shape=shape, bn_kernel=False))
+        for model in ("rubiks_tiny", "tsm_r50"):
+            out.append(Variant(f"{model} channels_last, PyTorch BN + ReLU", "train", model=model, batch=batch,
+                               memory_format="channels_last", bn_kernel=False))
+            out.append(Variant(f"{model} channels_last, BN + ReLU kernel", "train", model=model, batch=batch,
+                               memory_format="channels_last"))
+        return out
     raise ValueError(f"unknown section {section!r}; choose from {SECTIONS}")
 
 
@@ -186,13 +213,18 @@ class _Job:
         torch.manual_seed(0)
         self.v, self.device = v, torch.device(device)
         self.torch = torch
+        from actionlab.ops import batch_norm_act
         from actionlab.ops import rubiks_shift as rs
 
+        batch_norm_act.enabled = v.bn_kernel
         self.kernel = rs.kernel_available()
         self.info: dict[str, Any] = {"kernel": self.kernel, "threads": torch.get_num_threads()}
         self.compile_s = None
+        self.inner = 1  # iterations per timed run (the result is per iteration)
         if v.kind == "op":
             self._setup_op(rs)
+        elif v.kind == "bnrelu":
+            self._setup_bn_relu(batch_norm_act)
         else:
             self._setup_model()
 
@@ -211,6 +243,26 @@ class _Job:
             "grad_shift": lambda: ops.rubiks_shift_grad_shift(grad, x, shift, stride, False),
         }[v.op]
         self.elements = out.numel()
+
+    def _setup_bn_relu(self, batch_norm_act) -> None:
+        """One training-mode BN + ReLU, forward and backward, as RubiksNet's blocks call it."""
+        torch, v = self.torch, self.v
+        fmt = torch.channels_last if v.memory_format == "channels_last" else torch.contiguous_format
+        x = torch.randn(v.shape, device=self.device).contiguous(memory_format=fmt).requires_grad_()
+        grad = torch.randn(v.shape, device=self.device).contiguous(memory_format=fmt)
+        bn, relu = torch.nn.BatchNorm2d(v.shape[1]).to(self.device), torch.nn.ReLU(inplace=True)
+        self.info["kernel_applies"] = batch_norm_act.kernel_applies(bn, x)
+
+        def step() -> None:
+            x.grad = bn.weight.grad = bn.bias.grad = None
+            batch_norm_act.bn_relu(bn, x, relu).backward(grad)
+
+        # About 50 ms per timed run: single calls of the small shapes are too short to time.
+        start = time.perf_counter()
+        step()
+        self.inner = max(1, min(50, round(0.05 / max(time.perf_counter() - start, 1e-4))))
+        self.fn = lambda: [step() for _ in range(self.inner)]
+        self.elements = x.numel()
 
     def _setup_model(self) -> None:
         torch, v = self.torch, self.v
@@ -273,7 +325,7 @@ class _Job:
         start, cpu = time.perf_counter(), time.process_time()
         self.fn()
         self.sync()
-        return time.perf_counter() - start, time.process_time() - cpu
+        return (time.perf_counter() - start) / self.inner, (time.process_time() - cpu) / self.inner
 
     def profile(self) -> dict:
         from torch.profiler import ProfilerActivity, profile
@@ -289,7 +341,7 @@ class _Job:
 # Op categories of a profile (self time): what the issue's profile split the step into.
 CATEGORIES = (
     ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
-    ("batch_norm", ("batch_norm",)),
+    ("batch_norm", ("batch_norm", "bn_relu")),  # before relu: actionlab::bn_relu_* is BN + ReLU
     ("relu / threshold", ("relu", "threshold", "clamp_min")),
     ("add / residual", ("aten::add", "add_affine_relu", "affine_relu")),
     ("shift (RubiksShift / TSM)", ("rubiks_shift", "temporal_shift", "generatedbackwardfor_actionlab")),
@@ -478,6 +530,18 @@ def changes(results: dict) -> list[dict]:
         retain["tiny train step speedup"] = _ratio(train, "rubiks_tiny channels_last (glibc allocator)", "rubiks_tiny channels_last")
     if retain:
         add("retain_freed_memory", retain, "yes where measured faster: actionlab.profile latency, the CPU train task")
+    bnr = results["sections"].get("bn_relu", {}).get("rows", [])
+    if bnr:
+        def per_shape(slow: str) -> dict[str, float | None]:
+            tags = dict.fromkeys(r["variant"].split(" | ")[0] for r in bnr if r["kind"] == "bnrelu")
+            return {f"{tag}: {slow} / kernel": _ratio(bnr, f"{tag} | {slow}", f"{tag} | channels-last kernel") for tag in tags}
+
+        add("bn_relu_kernel", {
+            **per_shape("channels-last PyTorch"), **per_shape("NCHW PyTorch"),
+            **{f"{m} train step speedup": _ratio(bnr, f"{m} channels_last, PyTorch BN + ReLU", f"{m} channels_last, BN + ReLU kernel")
+               for m in ("rubiks_tiny", "tsm_r50")},
+        }, "yes: training-mode BN + ReLU of RubiksNet (bn1, bn2, bn_last) and TSM's ResNet (bn1, bn2, stem) on "
+           "channels-last CPU float32; actionlab.ops.batch_norm_act.enabled = False opts out")
     if comp:
         add("torch_compile", {
             "tiny latency speedup vs eager fused": _ratio(comp, "rubiks_tiny eager fused", "rubiks_tiny compiled fused"),
@@ -526,6 +590,15 @@ def ratios(results: dict) -> dict:
 
 
 def section_table(name: str, rows: list[dict]) -> str:
+    if name == "bn_relu":
+        ops = [r for r in rows if r["kind"] == "bnrelu"]
+        lines = ["| BN + ReLU, C x H x W, frames | variant | median ms (forward + backward) | ns / element |",
+                 "|---|---|---|---|"]
+        for r in ops:
+            shape, variant = r["variant"].split(" | ")
+            n, c, h, w = r["shape"]
+            lines.append(f"| {shape} | {variant} | {r['median_s'] * 1e3:.2f} | {r['median_s'] * 1e9 / (n * c * h * w):.2f} |")
+        return "\n".join(lines) + "\n\n" + section_table("train", [r for r in rows if r["kind"] != "bnrelu"])
     if name == "kernels":
         lines = ["| op, C x H x W, stride | variant | median ms | ns / output element |", "|---|---|---|---|"]
         for r in rows:
@@ -566,6 +639,7 @@ SECTION_TITLES = {
     "profile": "Profile by op category, before (today) and after (new)",
     "formats3d": "3D models: contiguous against channels_last_3d (what `memory_format=auto` picks)",
     "kernels": "RubiksShift kernels at RubiksNet-Tiny's shapes",
+    "bn_relu": "Training BatchNorm + ReLU: channels-last PyTorch, the fused kernel, NCHW PyTorch",
 }
 TARGET_LABELS = {
     "train_ratio_tiny_vs_tsm": "RubiksNet-Tiny / TSM-R50 train clips/s at 8x224, both in their fastest configuration",
@@ -612,14 +686,28 @@ def limits(sections: dict) -> str:
     if not old or not new:
         return ""
     before, after = dict(old["top_ops_ms"]), dict(new["top_ops_ms"])
-    lines = ["| op (Tiny train step, profiled) | today ms | new ms | new / today |", "|---|---|---|---|"]
-    for op in sorted(set(before) & set(after), key=lambda o: -after[o]):
-        lines.append(f"| `{op}` | {before[op]:.0f} | {after[op]:.0f} | {after[op] / before[op]:.2f}x |")
+    # Ops of either profile's top 12 ("-": not among that profile's 12 largest, or not called:
+    # the BN + ReLU kernel replaces PyTorch's BatchNorm and ReLU ops in the new step).
+    lines = ["| op (Tiny train step, profiled; -: not in that step's 12 largest) | today ms | new ms | new / today |",
+             "|---|---|---|---|"]
+    for op in sorted(set(before) | set(after), key=lambda o: (-after.get(o, 0), -before.get(o, 0))):
+        a, b = before.get(op), after.get(op)
+        cells = [f"{v:.0f}" if v is not None else "-" for v in (a, b)]
+        lines.append(f"| `{op}` | {cells[0]} | {cells[1]} | {f'{b / a:.2f}x' if a and b else '-'} |")
     table = "\n".join(lines)
     bn_back = "aten::native_batch_norm_backward"
+    bn_relu_back = "actionlab::bn_relu_backward"
     grad_shift = "actionlab::rubiks_shift_grad_shift"
     notes = []
-    if bn_back in before and bn_back in after:
+    if bn_back in before and bn_relu_back in after:
+        notes.append(
+            f"PyTorch's CPU BatchNorm backward in channels-last is several times slower than its NCHW one at "
+            f"Tiny's widths, so the new step runs the fused channels-last BN + ReLU kernel (BN + ReLU table): its "
+            f"backward (with the ReLU's mask) takes {after[bn_relu_back] / before[bn_back]:.2f}x as long as today's "
+            f"NCHW BatchNorm backward alone, and BatchNorm (with its ReLU) is "
+            f"{new['by_category_pct'].get('batch_norm', 0):.0f}% of the new Tiny step (convolutions "
+            f"{new['by_category_pct'].get('convolution', 0):.0f}%).")
+    elif bn_back in before and bn_back in after:
         notes.append(
             f"PyTorch's CPU BatchNorm backward in channels-last takes {after[bn_back] / before[bn_back]:.1f}x as "
             f"long as its NCHW one at Tiny's widths, and BatchNorm is "

@@ -186,8 +186,17 @@ def test_efficiency_prose_agrees_with_the_measurement():
     assert t["formats3d"]["x3d_s train channels_last"] < t["formats3d"]["x3d_s train contiguous"]
     profile = {r["variant"]: dict(r["top_ops_ms"]) for r in sections["profile"]["rows"]}
     old, new = profile["rubiks_tiny train today"], profile["rubiks_tiny train new"]
-    for op in ("aten::native_batch_norm_backward", "actionlab::rubiks_shift_grad_shift"):  # slower in channels-last
-        assert new[op] > 1.5 * old[op], op
+    assert new["actionlab::rubiks_shift_grad_shift"] > 1.5 * old["actionlab::rubiks_shift_grad_shift"]  # slower in channels-last
+    # PyTorch's BN backward is much slower in channels-last (the BN + ReLU table), and the fused
+    # kernel that replaces it in training is faster than it at Tiny's widths and in the train step
+    # (the new profile has PyTorch's op where it was measured before the kernel existed).
+    bn = {r["variant"]: r["median_s"] for r in sections["bn_relu"]["rows"]}
+    for shape in ("54x80x80", "216x20x20"):
+        tag = f"BN+ReLU {shape} N16"
+        assert bn[f"{tag} | channels-last PyTorch"] > 1.2 * bn[f"{tag} | channels-last kernel"], shape
+    assert bn["rubiks_tiny channels_last, BN + ReLU kernel"] < bn["rubiks_tiny channels_last, PyTorch BN + ReLU"]
+    if "actionlab::bn_relu_backward" not in new:
+        assert new["aten::native_batch_norm_backward"] > 1.5 * old["aten::native_batch_norm_backward"]
 
 
 def test_released_weights_tables_come_from_the_registry():

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from actionlab.models.layers import init_msra, mark_final_bn
+from actionlab.ops.batch_norm_act import bn_relu
 
 __all__ = ["DEPTHS", "Bottleneck", "ResNet"]
 
@@ -54,8 +55,8 @@ class Bottleneck(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         h = x if self.shift is None else self.shift(x)
-        h = self.relu(self.bn1(self.conv1(h)))
-        h = self.relu(self.bn2(self.conv2(h)))
+        h = bn_relu(self.bn1, self.conv1(h), self.relu)
+        h = bn_relu(self.bn2, self.conv2(h), self.relu)
         h = self.bn3(self.conv3(h))
         return self.relu(h + identity)
 
@@ -99,7 +100,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, 3, H, W)`` frames to globally pooled features ``(N, 2048)``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(bn_relu(self.bn1, self.conv1(x), self.relu))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         # sum / HW, not mean: its gradient is a broadcast view, so channels-last training keeps
         # its layout (mean's gradient is materialised contiguous).

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from actionlab.models.memory_format import clip_to_frames
+from actionlab.ops.batch_norm_act import bn_relu
 from actionlab.ops.rubiks_shift import RubiksShift2d, RubiksShift3d
 
 __all__ = [
@@ -215,12 +216,12 @@ class RubiksShiftBlock(nn.Module):
 
                 scale, bias = bn_affine(self.bn2)
                 return _fold(self.as3(_unfold(h, n), scale, bias, relu=True))
-        return _fold(self.as3(_unfold(self.relu(self.bn2(h)), n)))
+        return _fold(self.as3(_unfold(bn_relu(self.bn2, h, self.relu), n)))
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         flat = _fold(x)
-        a = self.relu(self.bn1(flat))
+        a = bn_relu(self.bn1, flat, self.relu)
         shortcut = flat if self.shortcut is None else self.shortcut(a)
         h = self._act_shift(self._conv2(a, n), n)
         if self.se is not None:
@@ -319,7 +320,7 @@ class RubiksNetBackbone(nn.Module):
         h = _unfold(self.conv1(_fold(x)), n)
         for i in range(5):
             h = getattr(self, f"layer{i}")(h)
-        h = torch.relu(self.bn_last(_fold(h)))
+        h = bn_relu(self.bn_last, _fold(h))
         return spatial_mean(h).view(n, -1, self.num_features)
 
     def _forward_fused(self, x: Tensor) -> Tensor:

@@ -41,7 +41,9 @@ DISABLE_ENV = "ACTIONLAB_NO_EXTENSION"
 TIMEOUT_ENV = "ACTIONLAB_BUILD_TIMEOUT"
 ISA_ENV = "ACTIONLAB_CPU_ISA"  # "base" forces a build without AVX2
 CUDA_ENV = "ACTIONLAB_EXTENSION_CUDA"  # "0" forces a CPU-only build, "1" forces CUDA sources
-SOURCES_CPU = ("rubiks_shift.cpp", "rubiks_shift_channels_last.cpp", "fused_inference.cpp")
+SOURCES_CPU = (
+    "rubiks_shift.cpp", "rubiks_shift_channels_last.cpp", "fused_inference.cpp", "batch_norm_relu.cpp",
+)
 SOURCES_CUDA = ("rubiks_shift_cuda.cu",)
 HEADERS = ("rubiks_shift.h", "rubiks_shift_args.h", "rubiks_shift_cpu.h")
 HEADERS_CUDA = ("rubiks_shift_kernels.cuh",)
