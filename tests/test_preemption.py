@@ -196,3 +196,67 @@ def test_resume_refuses_when_every_checkpoint_is_unreadable(tmp_path):
     (run / "checkpoints" / "last.ckpt").write_bytes(b"torn")
     with pytest.raises(RuntimeError, match="last.ckpt"):
         newest_checkpoint(run)
+
+
+# -- SIGTERM also ends W&B's service; workers that ignore SIGTERM still end at exit -----------
+def _stub_trainer(*loggers):
+    return type("Trainer", (), {"loggers": list(loggers)})()
+
+
+@pytest.mark.parametrize("signum, detached", [(signal.SIGTERM, True), (signal.SIGUSR1, False), (signal.SIGUSR2, False)])
+def test_sigterm_detaches_wandb_and_the_save_keeps_its_run_id(signum, detached, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    from actionlab.lit.callbacks import RUN_ID_KEY, RunIdCheckpoint
+
+    wandb_logger, csv = WandbLogger(id="run42", offline=True, save_dir=str(tmp_path)), CSVLogger(str(tmp_path))
+    trainer = _stub_trainer(wandb_logger, csv)
+    run_id, guard = RunIdCheckpoint(), SlurmPreemption(enabled=True)
+    run_id.setup(trainer, None, "fit")
+    guard._trainer = trainer
+    guard._record(signum, None)
+    assert trainer.loggers == ([csv] if detached else [wandb_logger, csv])
+    checkpoint: dict = {}
+    run_id.on_save_checkpoint(trainer, None, checkpoint)
+    assert checkpoint[RUN_ID_KEY] == "run42"  # the requeued attempt continues the same W&B run
+
+
+def test_a_wandb_connection_error_after_sigterm_is_one_line(caplog):
+    guard = SlurmPreemption(enabled=True)
+    guard.signum = signal.SIGTERM
+    raiser = compile("def publish():\n    raise ConnectionResetError('Connection lost')\n",
+                     os.path.join(os.sep, "site-packages", "wandb", "service_client.py"), "exec")
+    scope: dict = {}
+    exec(raiser, scope)
+    errors = []
+    for fn in (scope["publish"], functools.partial(os.kill, 2**22, 0)):  # W&B's, then another's
+        try:
+            fn()
+        except (ConnectionResetError, ProcessLookupError) as err:
+            errors.append(err)
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(guard.exit_after_error(errors[0]), Preempted)
+        assert "W&B lost its service after SIGTERM (ConnectionResetError: Connection lost)" in caplog.text
+        assert not any(r.exc_info for r in caplog.records)
+        assert isinstance(guard.exit_after_error(errors[1]), Preempted)
+    assert [bool(r.exc_info) for r in caplog.records] == [False, True]  # unknown errors keep their traceback
+
+
+def test_a_process_leaving_with_live_workers_exits(tmp_path):
+    """The lab's workers ignore SIGTERM, so multiprocessing's exit handler (terminate, then join)
+    alone would wait for them forever; the lab kills them first."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "from torch.utils.data import DataLoader\n"
+        "from actionlab.data.workers import worker_init_fn\n"
+        "loader = DataLoader(list(range(64)), batch_size=2, num_workers=2, persistent_workers=True,\n"
+        "                    worker_init_fn=worker_init_fn(0))\n"
+        "it = iter(loader)\n"
+        "next(it)\n"
+        "print('leaving with', len(it._workers), 'workers', flush=True)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and "leaving with 2 workers" in proc.stdout, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -241,6 +241,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             except Exception as err:
                 preempted = preemption.exit_after_error(err)
                 if preempted is not None:
+                    # the process exits: stop W&B's service too (it may be gone already, and its
+                    # exit hook would print the failure again)
+                    _finish_wandb(teardown=True)
                     raise preempted from err
                 raise
             metrics.update(trainer.callback_metrics)

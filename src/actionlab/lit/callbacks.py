@@ -128,12 +128,25 @@ def _batch_size(batch: Any) -> int:
 
 
 class RunIdCheckpoint(Callback):
-    """Stores the W&B run id in every checkpoint so ``ckpt_path=...`` resumes the same run."""
+    """Stores the W&B run id in every checkpoint so ``ckpt_path=...`` resumes the same run. The id
+    is remembered: a preemption's save comes after W&B was detached from the trainer
+    (``actionlab.lit.preemption``) and must still carry it."""
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._remember(trainer)
+
+    def _remember(self, trainer: L.Trainer) -> None:
         for logger in wandb_loggers(trainer):
             if logger.version:
-                checkpoint[RUN_ID_KEY] = str(logger.version)
+                self.run_id = str(logger.version)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._remember(trainer)
+        if self.run_id:
+            checkpoint[RUN_ID_KEY] = self.run_id
 
 
 class MemoryFormat(Callback):

@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import threading
+import traceback
 from types import FrameType
 from typing import Any
 
@@ -38,6 +39,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 
 from actionlab import slurm
 from actionlab.utils.wandb_run import finish_wandb
@@ -83,6 +85,7 @@ class SlurmPreemption(Callback):
         self._previous: dict[int, Any] = {}
         self._installed = False
         self._last_step = -1
+        self._trainer: L.Trainer | None = None
 
     # -- signals ---------------------------------------------------------------------------
     @property
@@ -93,25 +96,43 @@ class SlurmPreemption(Callback):
         if self.signum is None:
             self.signum = signum
             log.warning("received %s: saving and stopping at the next step", _name(signum))
+            if signum == signal.SIGTERM:
+                self._detach_wandb()
 
-    def _install(self) -> None:
+    def _detach_wandb(self) -> None:
+        """SLURM's SIGTERM also reaches W&B's service process, which exits at once: any W&B call
+        until the save (a validation's metrics, the confusion matrix, the loggers' ``finalize``)
+        would raise. The trainer stops logging to W&B for the rest of this attempt; the requeued
+        one continues the same W&B run (:class:`~actionlab.lit.callbacks.RunIdCheckpoint` keeps
+        its id for the save). USR1/USR2 leave the service running."""
+        trainer = self._trainer
+        if trainer is None:
+            return
+        kept = [lg for lg in trainer.loggers if not isinstance(lg, WandbLogger)]
+        if len(kept) != len(trainer.loggers):
+            trainer.loggers = kept  # a new list: a loop over the old one in progress is unaffected
+            log.warning("SIGTERM ends W&B's service too: no more W&B logging in this attempt")
+
+    def _install(self, trainer: L.Trainer) -> None:
         # After Lightning registered its handlers (right before the run stage), which it
         # restores to the pre-fit ones at teardown.
         if self._installed or not self.active or threading.current_thread() is not threading.main_thread():
             return
+        self._trainer = trainer
         for signum in HANDLED_SIGNALS:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._record)
         self._installed = True
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install()
+        self._install(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install()
+        self._install(trainer)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._installed = False
+        self._trainer = None
 
     # -- acting on a signal ---------------------------------------------------------------
     def _agreed_signal(self, trainer: L.Trainer) -> int:
@@ -183,11 +204,24 @@ class SlurmPreemption(Callback):
             return None
         if type(error).__name__ == "UncompletedJobError":
             return None
-        log.error("%s after %s; the job will resume from its newest checkpoint", type(error).__name__,
-                  _name(self.signum), exc_info=error)
+        if _lost_wandb_service(error):
+            # expected after SIGTERM (see _detach_wandb): a call already under way when it came
+            log.warning("W&B lost its service after %s (%s: %s); the job will resume from its newest "
+                        "checkpoint", _name(self.signum), type(error).__name__, error)
+        else:
+            log.error("%s after %s; the job will resume from its newest checkpoint", type(error).__name__,
+                      _name(self.signum), exc_info=error)
         if self.signum in REQUEUE_SIGNALS and not self.requeued and _rank() == 0:
             self.requeued = slurm.requeue()
         return Preempted(self.signum, self.requeued)
+
+
+def _lost_wandb_service(error: BaseException) -> bool:
+    """A connection error raised inside the ``wandb`` package: its service process is gone."""
+    if not isinstance(error, (ConnectionError, EOFError)):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(f"{os.sep}wandb{os.sep}" in frame.filename for frame in frames)
 
 
 def _rank() -> int:
