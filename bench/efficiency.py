@@ -540,8 +540,9 @@ def changes(results: dict) -> list[dict]:
             **per_shape("channels-last PyTorch"), **per_shape("NCHW PyTorch"),
             **{f"{m} train step speedup": _ratio(bnr, f"{m} channels_last, PyTorch BN + ReLU", f"{m} channels_last, BN + ReLU kernel")
                for m in ("rubiks_tiny", "tsm_r50")},
-        }, "yes: training-mode BN + ReLU of RubiksNet (bn1, bn2, bn_last) and TSM's ResNet (bn1, bn2, stem) on "
-           "channels-last CPU float32; actionlab.ops.batch_norm_act.enabled = False opts out")
+        }, "yes: training-mode BN + ReLU of RubiksNet (bn1, bn2, bn_last) on channels-last CPU float32, and of "
+           "TSM's ResNet (bn1, bn2, stem) so both models train with the same BN + ReLU (its share of TSM's step "
+           "is small: the step moves less than run-to-run noise); actionlab.ops.batch_norm_act.enabled = False opts out")
     if comp:
         add("torch_compile", {
             "tiny latency speedup vs eager fused": _ratio(comp, "rubiks_tiny eager fused", "rubiks_tiny compiled fused"),
@@ -856,7 +857,8 @@ def main(argv: list[str] | None = None) -> None:
         results = run_device(device, args)
         old = previous.get("devices", {}).get(device, {})
         for name, sec in old.get("sections", {}).items():  # a partial run keeps the other sections
-            results["sections"].setdefault(name, {**sec, "from_previous_run": old["machine"].get("started")})
+            # A section carried over twice keeps the date it was measured, not the last run's.
+            results["sections"].setdefault(name, {"from_previous_run": old["machine"].get("started"), **sec})
         results["changes"], results["ratios"] = changes(results), ratios(results)
         payload["devices"][device] = results
     payload["seconds"] = time.perf_counter() - start
