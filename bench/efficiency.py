@@ -73,6 +73,7 @@ class Variant:
     shape: tuple = ()  # kind=op: (N, T, C, H, W)
     stride: tuple = (1, 1, 1)
     bn_kernel: bool = True  # actionlab.ops.batch_norm_act.enabled (off: PyTorch's BN + ReLU)
+    fold_stem: bool = True  # actionlab.models.rubiksnet.fold_stem_for_inference
 
 
 # What each change should save, written down before measuring (issue 15: "profile first, write
@@ -99,6 +100,12 @@ PREDICTIONS = {
     "NCHW PyTorch; at C=432 10x10 (0.7 MB, in cache) about equal. Tiny train step: the profiled 8x160 "
     "step's BN ~213 ms toward NCHW's ~113 ms or less, plus ~35 ms threshold_backward and ~8 ms ReLU "
     "forward gone: ~140 of ~700 ms, 1.2-1.25x; TSM-R50 (widths 64-2048, BN ~10% of its step) 1.02-1.05x",
+    "fold_stem": "Tiny batch-1 latency -2 to -4%: the two BN + ReLU passes over the largest tensors "
+    "(8x54x112x112, ~2.6 ms each when timed alone) replaced by one more 3-channel stem convolution "
+    "(~2.7 ms): 2.5-5 ms of ~110 ms",
+    "avx512_build": "the channels-last shift gradient (27 multiply-adds per element, compute-bound) "
+    "1.5-2x faster, the memory-bound forward, input gradient and BN + ReLU at the large planes "
+    "unchanged; Tiny train step 3-6% faster (the shift gradient is ~12% of it)",
     "torch_compile": "inference at most ~10% better than the fused eager model (what is left to fuse "
     "is the 1x1-conv epilogues; RubiksShift stays an opaque op), at a compile cost of minutes on 2 "
     "cores; training: inductor fuses BN/ReLU/add in the backward too, maybe 1.2x, same compile cost",
@@ -111,10 +118,17 @@ TARGETS = {
 }
 
 
+def _cpu_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def section_variants(section: str, device: str, batch: int) -> list[Variant]:
     """The variants of a section; on CUDA without the ISA ladder (a GPU build is one build)."""
     cpu = device == "cpu"
     today = {"isa": "base", "retain": False} if cpu else {}
+    avx512 = cpu and _cpu_capability() == "AVX512"
     if section == "kernels":
         shapes = [((2, 8, 54, 112, 112), (1, 1, 1)), ((2, 8, 54, 112, 112), (1, 2, 2)),
                   ((2, 8, 108, 28, 28), (1, 1, 1)), ((2, 8, 432, 7, 7), (1, 1, 1))]
@@ -126,12 +140,16 @@ def section_variants(section: str, device: str, batch: int) -> list[Variant]:
                     out.append(Variant(f"{tag} | channels-first, today's build", "op", isa="base", op=op, shape=shape, stride=stride))
                 out.append(Variant(f"{tag} | channels-first", "op", op=op, shape=shape, stride=stride))
                 out.append(Variant(f"{tag} | channels-last", "op", op=op, shape=shape, stride=stride, memory_format="channels_last"))
+                if avx512:
+                    out.append(Variant(f"{tag} | channels-last, AVX-512 build", "op", isa="avx512", op=op, shape=shape,
+                                       stride=stride, memory_format="channels_last"))
         return out
     if section == "train":
         return [
             Variant("rubiks_tiny today", "train", batch=batch, eval_fused=False, **today),
             *([Variant("rubiks_tiny contiguous (AVX2 build)", "train", batch=batch)] if cpu else []),
             Variant("rubiks_tiny channels_last", "train", batch=batch, memory_format="channels_last"),
+            *([Variant("rubiks_tiny channels_last (AVX-512 build)", "train", batch=batch, memory_format="channels_last", isa="avx512")] if avx512 else []),
             *([Variant("rubiks_tiny channels_last (glibc allocator)", "train", batch=batch, memory_format="channels_last", retain=False)] if cpu else []),
             Variant("tsm_r50 today", "train", model="tsm_r50", batch=batch, **today),
             *([Variant("tsm_r50 contiguous", "train", model="tsm_r50", batch=batch)] if cpu else []),
@@ -144,11 +162,15 @@ def section_variants(section: str, device: str, batch: int) -> list[Variant]:
             *([Variant("rubiks_tiny contiguous (AVX2 build)", "infer", batch=1, eval_fused=False)] if cpu else []),
             Variant("rubiks_tiny channels_last", "infer", batch=1, eval_fused=False, **cl),
             Variant("rubiks_tiny channels_last + BN/ReLU in shift", "infer", batch=1, **cl),
+            Variant("rubiks_tiny channels_last + fuse_for_inference, stem not folded", "infer", batch=1, fuse=True, fold_stem=False, **cl),
             Variant("rubiks_tiny channels_last + fuse_for_inference", "infer", batch=1, fuse=True, **cl),
+            *([Variant("rubiks_tiny channels_last + fuse_for_inference (AVX-512 build)", "infer", batch=1, fuse=True, isa="avx512", **cl)] if avx512 else []),
+            Variant("rubiks_tiny channels_last + fuse_for_inference, compiled", "infer", batch=1, fuse=True, compile=True, **cl),
             *([Variant("rubiks_tiny channels_last + fuse_for_inference (glibc allocator)", "infer", batch=1, fuse=True, retain=False, **cl)] if cpu else []),
             Variant("tsm_r50 today", "infer", model="tsm_r50", batch=1, eval_fused=False, **today),
             Variant("tsm_r50 channels_last", "infer", model="tsm_r50", batch=1, **cl),
             Variant("tsm_r50 channels_last + fuse_for_inference", "infer", model="tsm_r50", batch=1, fuse=True, **cl),
+            Variant("tsm_r50 channels_last + fuse_for_inference, compiled", "infer", model="tsm_r50", batch=1, fuse=True, compile=True, **cl),
         ]
     if section == "compile":
         cl = {"memory_format": "channels_last"}
@@ -217,6 +239,9 @@ class _Job:
         from actionlab.ops import rubiks_shift as rs
 
         batch_norm_act.enabled = v.bn_kernel
+        from actionlab.models import rubiksnet
+
+        rubiksnet.fold_stem_for_inference = v.fold_stem
         self.kernel = rs.kernel_available()
         self.info: dict[str, Any] = {"kernel": self.kernel, "threads": torch.get_num_threads()}
         self.compile_s = None
@@ -523,6 +548,24 @@ def changes(results: dict) -> list[dict]:
             "tiny latency speedup": _ratio(lat, "rubiks_tiny channels_last + BN/ReLU in shift", "rubiks_tiny channels_last + fuse_for_inference"),
             "tsm latency speedup": _ratio(lat, "tsm_r50 channels_last", "tsm_r50 channels_last + fuse_for_inference"),
         }, "yes: python -m actionlab.profile / make zoo time fused models")
+    if _row(lat, "rubiks_tiny channels_last + fuse_for_inference, stem not folded"):
+        add("fold_stem", {"tiny latency speedup": _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference, stem not folded",
+                                                          "rubiks_tiny channels_last + fuse_for_inference")},
+            "yes if faster: actionlab.models.rubiksnet.fold_stem_for_inference")
+    avx = {}
+    if kern:
+        cl_ = {r["variant"].split(" | ")[0]: r for r in kern if r["variant"].endswith("| channels-last")}
+        for r in kern:
+            if r["variant"].endswith("AVX-512 build"):
+                tag = r["variant"].split(" | ")[0]
+                avx[f"op speedup {tag}"] = cl_[tag]["median_s"] / r["median_s"] if tag in cl_ else None
+    if _row(train, "rubiks_tiny channels_last (AVX-512 build)"):
+        avx["tiny train step speedup"] = _ratio(train, "rubiks_tiny channels_last", "rubiks_tiny channels_last (AVX-512 build)")
+    if _row(lat, "rubiks_tiny channels_last + fuse_for_inference (AVX-512 build)"):
+        avx["tiny latency speedup"] = _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference",
+                                             "rubiks_tiny channels_last + fuse_for_inference (AVX-512 build)")
+    if avx:
+        add("avx512_build", avx, "opt-in: ACTIONLAB_CPU_ISA=avx512")
     retain = {}
     if _row(lat, "rubiks_tiny channels_last + fuse_for_inference (glibc allocator)"):
         retain["tiny latency speedup"] = _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference (glibc allocator)", "rubiks_tiny channels_last + fuse_for_inference")

@@ -325,6 +325,18 @@ def test_fallback_without_compiler(monkeypatch):
         assert _extension.load() is None
 
 
+def test_unknown_instruction_set_is_named(monkeypatch):
+    """A typo in ACTIONLAB_CPU_ISA: the warning names the variable, the value and the choices."""
+    monkeypatch.setenv(_extension.ISA_ENV, "avx-512")
+    monkeypatch.delenv(_extension.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(_extension, "_library", None)
+    monkeypatch.setattr(_extension, "_reason", None)
+    with pytest.warns(RuntimeWarning, match=r"ACTIONLAB_CPU_ISA='avx-512' is not .*base, avx2 or avx512"):
+        assert _extension.load() is None
+    monkeypatch.setenv(_extension.ISA_ENV, "avx512")
+    assert _extension.extension_name(False).startswith("actionlab_rubiks_shift_cpu_avx512_")
+
+
 def test_fallback_when_the_build_fails(monkeypatch, tmp_path):
     """A compiler error: one warning quoting it, the reference is used, nothing raises."""
     broken = tmp_path / "csrc"

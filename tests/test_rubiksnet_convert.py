@@ -141,3 +141,25 @@ def test_convert_cli_writes_a_lab_checkpoint(tmp_path, variant):
     with pytest.raises(SystemExit, match="lists 3 classes"):
         names.write_text("a\nb\nc\n")
         convert_main(["rubiksnet", str(src), str(out), "--class-names", str(names)])
+
+
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("tier,variant", [("tiny", "rubiks3d"), ("small", "rubiks3d"), ("tiny", "attention")])
+def test_released_checkpoint_fused_for_inference_keeps_its_logits(tmp_path, tier, variant, fmt):
+    """The released weights (exact key layout, non-trivial BN statistics) through
+    ``fuse_for_inference``: BNs folded into the stem (twice: block 0's activation and block 1's
+    pre-scaled shortcut), into block 0's ``conv3`` and into every ``conv2``; logits unchanged."""
+    from actionlab.models.fuse import fuse_for_inference
+    from actionlab.models.memory_format import apply_memory_format
+
+    path = tmp_path / "ssv2.pth.tar"
+    write_official(path, tier, variant)
+    model = RubiksNet.load_pretrained(str(path)).eval()
+    apply_memory_format(model, fmt)
+    x = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+        fused = fuse_for_inference(model)
+        got = fused(x)
+    assert fused.backbone.blocks()[0].emits_activation
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * max(1.0, ref.abs().max().item()))

@@ -34,6 +34,7 @@ __all__ = [
     "FrozenAffine",
     "affine_relu",
     "bn_affine",
+    "fold_affine_into_conv",
     "fold_bn_into_conv",
     "fuse_for_inference",
     "is_fused",
@@ -59,10 +60,11 @@ def bn_affine(bn: _BN) -> tuple[Tensor, Tensor]:
     return scale, bias
 
 
-def fold_bn_into_conv(conv: nn.Module, bn: _BN) -> nn.Module:
-    """``bn(conv(x)) == conv'(x)``: scales ``conv``'s output channels and gives it a bias, in
-    place (float64 arithmetic, the weight keeps its dtype and memory format); returns ``conv``."""
-    scale, bias = bn_affine(bn)
+def fold_affine_into_conv(conv: nn.Module, scale: Tensor, bias: Tensor | float = 0.0) -> nn.Module:
+    """``conv'(x) == conv(x) * scale[c] + bias[c]``: scales ``conv``'s output channels and adds to
+    (or gives it) a bias, in place (float64 arithmetic, the weight keeps its dtype and memory
+    format); returns ``conv``."""
+    scale = scale.double()
     weight = conv.weight.detach()
     shape = (-1,) + (1,) * (weight.ndim - 1)
     folded = (weight.double() * scale.view(shape)).to(weight.dtype)
@@ -74,6 +76,12 @@ def fold_bn_into_conv(conv: nn.Module, bn: _BN) -> nn.Module:
     else:
         conv.bias.data.copy_(new_bias)
     return conv
+
+
+def fold_bn_into_conv(conv: nn.Module, bn: _BN) -> nn.Module:
+    """``bn(conv(x)) == conv'(x)``, in place (see :func:`fold_affine_into_conv`); returns
+    ``conv``."""
+    return fold_affine_into_conv(conv, *bn_affine(bn))
 
 
 class FrozenAffine(nn.Module):

@@ -20,6 +20,7 @@ channels that shift in time under ``aq_budget``.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,9 @@ VARIANTS = ("rubiks3d", "rubiks3d-aq")
 SE_REDUCTION = 12
 AQ_TEMPERATURE = 2.0  # released AttentionShift temperature
 AQ_STD_EPS = 1e-6
+# Off: fuse_for_inference leaves the stem and block 0 as every other block (for ablations:
+# bench/efficiency.py times both).
+fold_stem_for_inference = True
 
 
 def _fold(x: Tensor) -> Tensor:
@@ -245,12 +249,17 @@ class RubiksShiftBlock(nn.Module):
         if isinstance(self.bn1, nn.BatchNorm2d):
             self.bn1 = FrozenAffine(self.bn1)
 
-    def forward_fused(self, flat: Tensor, a: Tensor, n: int, following: nn.Module) -> tuple[Tensor, Tensor]:
+    def forward_fused(
+        self, flat: Tensor | None, a: Tensor, n: int, following: nn.Module
+    ) -> tuple[Tensor | None, Tensor]:
         """Fused inference on folded frames: ``flat`` is the block input, ``a`` its activation
         ``relu(bn1(flat))`` (computed by the block before); returns the block output and its
         activation by ``following`` (the next ``bn1`` or ``bn_last``, a ``FrozenAffine``).
         Passes over memory: ``conv2`` (+ BN + ReLU), the shift, ``conv3`` (+ the residual),
-        BN + ReLU of the sum."""
+        BN + ReLU of the sum. A block marked ``emits_activation`` (see
+        :meth:`RubiksNetBackbone.fuse_for_inference_`) has ``following`` folded into ``conv3``
+        and gets its shortcut as ``flat`` already scaled by it: the activation comes out of
+        ``conv3``'s epilogue and no output is returned (``None``)."""
         from actionlab.models.fuse import affine_relu
 
         shortcut = flat if self.shortcut is None else self.shortcut(a)
@@ -258,6 +267,8 @@ class RubiksShiftBlock(nn.Module):
         if self.se is not None:
             h = self.se(h)
         h = self.conv3(h, shortcut)
+        if getattr(self, "emits_activation", False):
+            return None, h
         return h, affine_relu(h, following.scale, following.bias)
 
 
@@ -304,11 +315,41 @@ class RubiksNetBackbone(nn.Module):
 
     def fuse_for_inference_(self) -> None:
         """Eval-only, in place (``actionlab.models.fuse.fuse_for_inference`` calls it): BNs
-        folded or frozen, the forward then runs :meth:`RubiksShiftBlock.forward_fused`."""
-        from actionlab.models.fuse import FrozenAffine
+        folded or frozen, the forward then runs :meth:`RubiksShiftBlock.forward_fused`.
 
-        for block in self.blocks():
+        The first block runs at the stem's resolution (half the input: the largest tensors of
+        the network), where every pass over memory costs most. Its input is needed only as its
+        identity shortcut, and its output only through the next block's BN + ReLU when that
+        block has a projection shortcut (RubiksNet: layer0 is one block, layer1 starts strided).
+        Then the stem convolution (3 input channels, cheap) runs twice with the BNs folded in:
+        once with block 0's ``bn1`` and the ReLU (its activation), once with block 1's ``bn1``
+        scale and bias (its shortcut, pre-scaled), and block 0's ``conv3`` is scaled by that
+        ``bn1`` too, with the ReLU in its epilogue: ``relu(s * (conv3(y) + h) + b) ==
+        relu(conv3_s(y) + (s * h + b))``. That replaces two BN + ReLU passes over the largest
+        tensors by one more stem convolution."""
+        from actionlab.models.fuse import ConvAct, FrozenAffine, bn_affine, fold_affine_into_conv
+
+        blocks = self.blocks()
+        first, second = blocks[0], blocks[1] if len(blocks) > 1 else None
+        stem_folds = (
+            fold_stem_for_inference
+            and isinstance(self.conv1, nn.Conv2d)
+            and first.shortcut is None
+            and second is not None
+            and second.shortcut is not None
+            and isinstance(first.bn1, nn.BatchNorm2d)
+            and isinstance(second.bn1, nn.BatchNorm2d)
+        )
+        if stem_folds:
+            scale, bias = bn_affine(second.bn1)
+            self.stem_act = ConvAct(fold_affine_into_conv(copy.deepcopy(self.conv1), *bn_affine(first.bn1)), "relu")
+            self.conv1 = ConvAct(fold_affine_into_conv(self.conv1, scale, bias))
+            fold_affine_into_conv(first.conv3, scale)
+        for block in blocks:
             block.fuse_for_inference_()
+        if stem_folds:
+            first.conv3.act = "relu"
+            first.emits_activation = True
         if isinstance(self.bn_last, nn.BatchNorm2d):
             self.bn_last = FrozenAffine(self.bn_last)
         self.fused = True
@@ -328,8 +369,10 @@ class RubiksNetBackbone(nn.Module):
 
         n = x.shape[0]
         blocks = self.blocks()
-        h = self.conv1(_fold(x))
-        a = affine_relu(h, blocks[0].bn1.scale, blocks[0].bn1.bias)
+        frames = _fold(x)
+        h = self.conv1(frames)
+        stem_act = getattr(self, "stem_act", None)
+        a = stem_act(frames) if stem_act is not None else affine_relu(h, blocks[0].bn1.scale, blocks[0].bn1.bias)
         for i, block in enumerate(blocks):
             h, a = block.forward_fused(h, a, n, blocks[i + 1].bn1 if i + 1 < len(blocks) else self.bn_last)
         return spatial_mean(a).view(n, -1, self.num_features)

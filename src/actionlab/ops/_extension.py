@@ -80,15 +80,19 @@ def _torch_tag() -> str:
 
 def cpu_isa() -> str:
     """Vector instruction set the CPU kernels are compiled for: ``avx2`` (AVX2 + FMA, which
-    every AVX-512 CPU has too) where this CPU has it, else ``base`` (the compiler's default).
+    every AVX-512 CPU has too) where this CPU has it, else ``base`` (the compiler's default);
+    ``ACTIONLAB_CPU_ISA=avx512`` builds 16-wide AVX-512 code (for CPUs with AVX-512F/VL/BW/DQ).
 
     Part of the extension name, so a cache shared by machines with different CPUs (a cluster
     filesystem) never hands AVX2 code to a CPU without it. ``ACTIONLAB_CPU_ISA=base`` forces
     the portable build.
     """
-    forced = os.environ.get(ISA_ENV)
-    if forced in ("base", "avx2"):
+    forced = os.environ.get(ISA_ENV, "")
+    if forced in ("base", "avx2", "avx512"):
         return forced
+    if forced:
+        raise ValueError(f"{ISA_ENV}={forced!r} is not an instruction set the CPU kernels are built "
+                         f"for: use base, avx2 or avx512, or unset it to choose from this CPU")
     if sys.platform == "win32" or platform.machine().lower() not in ("x86_64", "amd64"):
         return "base"
     try:
@@ -127,6 +131,10 @@ def unavailable_reason() -> str | None:
 def _precheck(with_cuda: bool) -> str | None:
     if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
         return f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
+    try:
+        cpu_isa()
+    except ValueError as err:
+        return str(err)
     src = source_dir()
     cuda_files = SOURCES_CUDA + HEADERS_CUDA if with_cuda else ()
     missing = [f for f in SOURCES_CPU + HEADERS + cuda_files if not (src / f).is_file()]
@@ -148,8 +156,11 @@ def _flags(with_cuda: bool) -> dict:
     else:
         # -fopenmp: ATen's parallel_for is an inline OpenMP region, compiled into our library.
         cflags, ldflags = ["-O3", "-fopenmp"], ["-fopenmp"]
-        if cpu_isa() == "avx2":  # 8-wide float FMAs in the inner loops (4-wide SSE2 otherwise)
+        isa = cpu_isa()
+        if isa in ("avx2", "avx512"):  # 8-wide float FMAs in the inner loops (4-wide SSE2 otherwise)
             cflags += ["-mavx2", "-mfma", "-mf16c"]
+        if isa == "avx512":  # 16-wide, 32 vector registers
+            cflags += ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mprefer-vector-width=512"]
     return {
         "extra_cflags": cflags,
         "extra_ldflags": ldflags,
