@@ -469,6 +469,9 @@ struct ColumnRanges {
 // over the columns where every tap is valid (one load of g per K multiply-adds); the few border
 // columns where some tap reads outside the row are added tap by tap.
 constexpr int64_t kBlock = 16;
+// Output columns summed in acc_t before the shift gradient's partial sums go into double: a
+// 112-wide row, or several narrow ones (the precision of one wide row's sum).
+constexpr int64_t kFlushColumns = 112;
 
 template <int K, typename scalar_t, typename acc_t>
 void correlate_row(acc_t* __restrict__ q, const scalar_t* __restrict__ grow,
@@ -478,8 +481,8 @@ void correlate_row(acc_t* __restrict__ q, const scalar_t* __restrict__ grow,
   for (int k = 1; k < K; ++k) LO = std::max(LO, cols.lo[k]), HI = std::min(HI, cols.hi[k]);
   if (LO >= HI) LO = HI = cols.lo[0];
   const int64_t sW = g.sW;
-  int64_t c0 = 0;
-  for (; c0 + kBlock <= C; c0 += kBlock) {
+  // Sums channels c0 .. c0 + kBlock - 1 and adds those from `keep` on.
+  auto block = [&](int64_t c0, int64_t keep) {
     acc_t sum[K][kBlock] = {};
     for (int64_t wo = LO; wo < HI; ++wo) {
       const scalar_t* gr = grow + wo * C + c0;
@@ -491,8 +494,16 @@ void correlate_row(acc_t* __restrict__ q, const scalar_t* __restrict__ grow,
       }
     }
     for (int k = 0; k < K; ++k)
-#pragma omp simd
-      for (int64_t cc = 0; cc < kBlock; ++cc) q[k * C + c0 + cc] += sum[k][cc];
+      for (int64_t cc = keep - c0; cc < kBlock; ++cc) q[k * C + c0 + cc] += sum[k][cc];
+  };
+  int64_t c0 = 0;
+  for (; c0 + kBlock <= C; c0 += kBlock) block(c0, c0);
+  // The last channels as one more full block that overlaps the one before (it stays inside the
+  // pixel's channels): a short tail loop per column costs as much as a whole block (measured:
+  // C = 54 took twice the time per element of C = 48).
+  if (c0 < C && C >= kBlock) {
+    block(C - kBlock, c0);
+    c0 = C;
   }
   // The remaining channels over the common columns, then every channel over the border columns.
   for (int k = 0; k < K; ++k) {
@@ -515,7 +526,8 @@ void correlate_row(acc_t* __restrict__ q, const scalar_t* __restrict__ grow,
 // The weights do not depend on the position, so the shift gradient is a weighted sum of one
 // correlation per window offset (i, j, k): Q_ijk[c] = sum over outputs p of
 // grad[p, c] * x[p + (i, j, k), c]. Chunks of output rows (a fixed split, whatever the thread
-// count, so the result is deterministic) accumulate Q per row in acc_t and per chunk in double.
+// count, so the result is deterministic) accumulate Q over rows of at least kFlushColumns columns in
+// acc_t and per chunk in double.
 template <typename scalar_t>
 at::Tensor grad_shift_impl(const at::Tensor& grad, const at::Tensor& x,
                            const Stencil<at::opmath_type<scalar_t>>& s, const Geometry& g,
@@ -540,10 +552,12 @@ at::Tensor grad_shift_impl(const at::Tensor& grad, const at::Tensor& x,
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       double* Qc = Q.data() + chunk * K3 * C;
       double* Oc = outlier_sums.data() + chunk * 3 * C;
-      for (int64_t row = chunk * rows / chunks; row < (chunk + 1) * rows / chunks; ++row) {
+      const int64_t first_row = chunk * rows / chunks, end_row = (chunk + 1) * rows / chunks;
+      int64_t pending = 0;  // output columns summed in q since it was last added to Qc
+      std::fill(q.begin(), q.end(), acc_t(0));
+      for (int64_t row = first_row; row < end_row; ++row) {
         const int64_t ho = row % g.Ho, nt = row / g.Ho, to = nt % g.To, n = nt / g.To;
         const scalar_t* grow = gp + row * g.Wo * C;
-        std::fill(q.begin(), q.end(), acc_t(0));
         for (int i = 0; i < wt.K; ++i) {
           const int64_t ti = to * g.sT + wt.lo + i;
           if (ti < 0 || ti >= g.T) continue;
@@ -560,7 +574,14 @@ at::Tensor grad_shift_impl(const at::Tensor& grad, const at::Tensor& x,
             }
           }
         }
-        for (int64_t e = 0; e < K3 * C; ++e) Qc[e] += static_cast<double>(q[e]);
+        // q goes into the double sums once it holds a row of kFlushColumns or more: narrow rows
+        // (7 to 14 columns deep in the network) added per row cost more than their correlations.
+        pending += g.Wo;
+        if (pending >= kFlushColumns || row + 1 == end_row) {
+          for (int64_t e = 0; e < K3 * C; ++e) Qc[e] += static_cast<double>(q[e]);
+          std::fill(q.begin(), q.end(), acc_t(0));
+          pending = 0;
+        }
         for (const int64_t c : s.outliers)
           for (int64_t wo = 0; wo < g.Wo; ++wo)
             grad_shift_point(xp, g, s.taps[c], n, to, ho, wo, c,

@@ -114,6 +114,27 @@ def test_channels_last_outlier_channels(kernel):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize(
+    "shape,stride",
+    [
+        ((2, 3, 16, 6, 9), (1, 1, 1)),  # exactly one channel block
+        ((1, 4, 37, 5, 5), (1, 1, 1)),  # two blocks and a tail: the overlapping last block
+        ((2, 3, 54, 12, 7), (1, 2, 2)),  # RubiksNet-Tiny's width; narrow rows summed across rows
+    ],
+)
+def test_channels_last_shift_gradient_over_channel_blocks(kernel, shape, stride):
+    """The channels-last shift gradient sums blocks of 16 channels (the last one overlapping the
+    block before when C is not a multiple of 16) and adds narrow rows together before the double
+    sums: every channel exact, none counted twice."""
+    x, shift = make_inputs(shape, 0.95, seed=5, integers=False)
+    grad = torch.randn(rubiks_shift_reference(x, shift, stride).shape, dtype=x.dtype)
+    ref = forward_backward(rubiks_shift_reference, x, shift, stride, False, grad)
+    got = forward_backward(rubiks_shift_kernel, in_layout(x, "channels_last"), shift, stride, False,
+                           in_layout(grad, "channels_last"))
+    for name, a, b in zip(("output", "grad_x", "grad_shift"), got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_gradcheck_channels_last_random_shapes(kernel, device, seed):
