@@ -75,7 +75,7 @@ class Variant:
     stride: tuple = (1, 1, 1)
     bn_kernel: bool = True  # actionlab.ops.batch_norm_act.enabled (off: PyTorch's BN + ReLU)
     fold_stem: bool = True  # actionlab.models.rubiksnet.fold_stem_for_inference
-    tree: str = ""  # another checkout (--baseline): its src/ and cuda/ instead of this one's
+    tree: str = ""  # another checkout (--baseline, relative to the repo): its src/ and cuda/ instead of this one's
 
 
 # What each change should save, written down before measuring (issue 15: "profile first, write
@@ -238,7 +238,7 @@ class _Job:
     def __init__(self, v: Variant, device: str, threads: int) -> None:
         import torch
 
-        sys.path.insert(0, str(Path(v.tree or ROOT) / "src"))
+        sys.path.insert(0, str(ROOT / v.tree / "src"))
         torch.set_num_threads(threads)
         if v.retain and device == "cpu":
             from actionlab.utils.cpu_memory import retain_freed_memory
@@ -274,12 +274,21 @@ class _Job:
         out = torch.ops.actionlab.rubiks_shift(x, shift, list(v.stride), False)
         grad = torch.randn_like(out)
         ops, stride = torch.ops.actionlab, list(v.stride)
-        self.fn = {
+        call = {
             "forward": lambda: ops.rubiks_shift(x, shift, stride, False),
             "grad_input": lambda: ops.rubiks_shift_grad_input(grad, shift, list(x.shape), stride, False),
             "grad_shift": lambda: ops.rubiks_shift_grad_shift(grad, x, shift, stride, False),
         }[v.op]
+        self._repeat_to_50ms(call)
         self.elements = out.numel()
+
+    def _repeat_to_50ms(self, call) -> None:
+        """About 50 ms per timed run: single calls of the small shapes are too short to time."""
+        call()
+        start = time.perf_counter()
+        call()
+        self.inner = max(1, min(50, round(0.05 / max(time.perf_counter() - start, 1e-4))))
+        self.fn = lambda: [call() for _ in range(self.inner)]
 
     def _setup_bn_relu(self, batch_norm_act) -> None:
         """One training-mode BN + ReLU, forward and backward, as RubiksNet's blocks call it."""
@@ -294,11 +303,7 @@ class _Job:
             x.grad = bn.weight.grad = bn.bias.grad = None
             batch_norm_act.bn_relu(bn, x, relu).backward(grad)
 
-        # About 50 ms per timed run: single calls of the small shapes are too short to time.
-        start = time.perf_counter()
-        step()
-        self.inner = max(1, min(50, round(0.05 / max(time.perf_counter() - start, 1e-4))))
-        self.fn = lambda: [step() for _ in range(self.inner)]
+        self._repeat_to_50ms(step)
         self.elements = x.numel()
 
     def _setup_model(self) -> None:
@@ -444,7 +449,7 @@ class Worker:
         env = dict(os.environ, ACTIONLAB_CPU_ISA=v.isa, OMP_NUM_THREADS=str(threads))
         env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_ext"))
         if v.tree:  # its own build of its own sources
-            env["TORCH_EXTENSIONS_DIR"] = str(Path(v.tree) / ".torch_ext")
+            env["TORCH_EXTENSIONS_DIR"] = str(ROOT / v.tree / ".torch_ext")
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, cwd=ROOT, env=env,
@@ -565,7 +570,8 @@ def changes(results: dict) -> list[dict]:
     if _row(lat, "rubiks_tiny channels_last + fuse_for_inference, stem not folded"):
         add("fold_stem", {"tiny latency speedup": _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference, stem not folded",
                                                           "rubiks_tiny channels_last + fuse_for_inference")},
-            "yes if faster: actionlab.models.rubiksnet.fold_stem_for_inference")
+            "yes: exact, and never slower in this session's five side-by-side runs (1.00-1.05x); "
+            "actionlab.models.rubiksnet.fold_stem_for_inference = False opts out")
     base_rows = [r for r in kern if r["variant"].endswith("| channels-last, baseline")]
     if base_rows or _row(train, "rubiks_tiny channels_last (baseline)"):
         cl_ = {r["variant"].split(" | ")[0]: r for r in kern if r["variant"].endswith("| channels-last")}
@@ -587,7 +593,8 @@ def changes(results: dict) -> list[dict]:
         avx["tiny latency speedup"] = _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference",
                                              "rubiks_tiny channels_last + fuse_for_inference (AVX-512 build)")
     if avx:
-        add("avx512_build", avx, "opt-in: ACTIONLAB_CPU_ISA=avx512")
+        add("avx512_build", avx, "not the default: mixed against AVX2 (the shift gradient faster, "
+            "the forward often slower, train step and latency within noise); ACTIONLAB_CPU_ISA=avx512 opts in")
     retain = {}
     if _row(lat, "rubiks_tiny channels_last + fuse_for_inference (glibc allocator)"):
         retain["tiny latency speedup"] = _ratio(lat, "rubiks_tiny channels_last + fuse_for_inference (glibc allocator)", "rubiks_tiny channels_last + fuse_for_inference")
@@ -789,9 +796,24 @@ def limits(sections: dict) -> str:
     train = sections.get("train", {}).get("rows", [])
     if _row(train, "tsm_r50 contiguous") and _row(train, "tsm_r50 channels_last"):
         notes.append(
-            f"TSM-R50 gains {_ratio(train, 'tsm_r50 contiguous', 'tsm_r50 channels_last'):.2f}x from channels-last "
-            "and little more is available: its 3x3 convolutions are compute-bound and oneDNN runs them near "
-            "the CPU's peak, so the train ratio moves only with what Tiny saves.")
+            f"TSM-R50 gains {_ratio(train, 'tsm_r50 contiguous', 'tsm_r50 channels_last'):.2f}x from channels-last; "
+            "its 3x3 convolutions are dense and compute-bound, oneDNN's best case, so the train ratio moves "
+            "mostly with what Tiny saves.")
+    lat = sections.get("latency", {}).get("rows", [])
+    rate = {}
+    for model in ("rubiks_tiny", "tsm_r50"):
+        rows = [r for r in lat if r["model"] == model and r["info"].get("gmacs_per_clip")]
+        if rows:
+            best = min(rows, key=lambda r: r["median_s"])
+            rate[model] = (best["info"]["gmacs_per_clip"], best["info"]["gmacs_per_clip"] / best["median_s"])
+    if len(rate) == 2:
+        (tiny_g, tiny_r), (tsm_g, tsm_r) = rate["rubiks_tiny"], rate["tsm_r50"]
+        notes.append(
+            f"In batch-1 inference (fastest rows) TSM-R50 runs its {tsm_g:.1f} GMACs at {tsm_r:.0f} GMAC/s and "
+            f"Tiny its {tiny_g:.2f} GMACs at {tiny_r:.0f} GMAC/s: Tiny's 1x1 convolutions over 54-432 channels "
+            "and its passes over memory (shift, BN + ReLU at 112x112) use the CPU's arithmetic "
+            f"{tsm_r / tiny_r:.1f}x less well, so {tsm_g / tiny_g:.1f}x fewer MACs make a "
+            f"{(tiny_r / tsm_r) * (tsm_g / tiny_g):.1f}x latency ratio.")
     return table + "\n\n" + "\n".join(f"- {n}" for n in notes)
 
 
@@ -851,7 +873,7 @@ def baseline_checkout(rev: str) -> str:
     if not (tree / "src").is_dir():
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT, check=True,
                        capture_output=True)
-    return str(tree)
+    return str(tree.relative_to(ROOT))  # relative: the JSON names no path of this machine
 
 
 def run_device(device: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -881,7 +903,7 @@ def run_device(device: str, args: argparse.Namespace) -> dict[str, Any]:
         if section == "profile":
             rows = profiles(variants, device, args.threads)
         else:
-            reps = max(3, args.reps // 2) if section == "kernels" else args.reps
+            reps = args.reps
             # The kernel rows compare within one op and shape: interleaved per op and shape, so
             # that 5 workers at a time hold memory, not 60.
             groups = {}
