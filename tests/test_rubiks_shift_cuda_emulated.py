@@ -39,7 +39,8 @@ def emulated():
         name="actionlab_rubiks_shift_cuda_emulated",
         sources=[str(HERE / "rubiks_shift_emulated.cpp")],
         extra_include_paths=[str(CUDA_SOURCES), str(HERE)],
-        extra_cflags=["-std=c++20", "-O2"],
+        # -O1: 15 s less to compile than -O2 on 2 cores, 7 s more to run the tests (measured).
+        extra_cflags=["-std=c++20", "-O1"],
     )
     print(f"\nemulated CUDA kernels ready in {time.perf_counter() - start:.1f}s")
     return module
