@@ -354,7 +354,15 @@ def test_unknown_instruction_set_is_named(monkeypatch):
     monkeypatch.setattr(_extension, "_reason", None)
     with pytest.warns(RuntimeWarning, match=r"ACTIONLAB_CPU_ISA='avx-512' is not .*base, avx2 or avx512"):
         assert _extension.load() is None
+    from actionlab.ops import build
+
+    monkeypatch.setenv(_extension.CUDA_ENV, "0")
+    assert build.main(["--quiet"]) == 1  # `python -m actionlab.ops.build` says why, no traceback
     monkeypatch.setenv(_extension.ISA_ENV, "avx512")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with pytest.raises(ValueError, match="ACTIONLAB_CPU_ISA=avx512 but this CPU's capability is AVX2"):
+        _extension.cpu_isa()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert _extension.extension_name(False).startswith("actionlab_rubiks_shift_cpu_avx512_")
 
 

@@ -88,17 +88,20 @@ def cpu_isa() -> str:
     the portable build.
     """
     forced = os.environ.get(ISA_ENV, "")
-    if forced in ("base", "avx2", "avx512"):
-        return forced
-    if forced:
+    if forced not in ("", "base", "avx2", "avx512"):
         raise ValueError(f"{ISA_ENV}={forced!r} is not an instruction set the CPU kernels are built "
                          f"for: use base, avx2 or avx512, or unset it to choose from this CPU")
-    if sys.platform == "win32" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return "base"
+    x86 = sys.platform != "win32" and platform.machine().lower() in ("x86_64", "amd64")
     try:
-        capability = torch.backends.cpu.get_cpu_capability()
+        capability = torch.backends.cpu.get_cpu_capability() if x86 else "DEFAULT"
     except AttributeError:  # older torch
-        return "base"
+        capability = "DEFAULT"
+    if forced == "avx512" and capability != "AVX512":
+        # The library would die with SIGILL at its first AVX-512 instruction.
+        raise ValueError(f"{ISA_ENV}=avx512 but this CPU's capability is {capability} (no AVX-512): "
+                         f"use avx2 or base, or unset it")
+    if forced:
+        return forced
     return "avx2" if capability in ("AVX2", "AVX512") else "base"
 
 

@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cuda or args.cpu:
         os.environ[_extension.CUDA_ENV] = "1" if args.cuda else "0"
     with_cuda = _extension.want_cuda()
+    try:
+        _extension.cpu_isa()
+    except ValueError as err:  # a bad ACTIONLAB_CPU_ISA
+        print(f"actionlab: build FAILED: {err}", file=sys.stderr)
+        return 1
     print(f"actionlab: building {_extension.extension_name(with_cuda)} from {_extension.source_dir()}")
     print(f"actionlab: build directory {_extension.build_directory(with_cuda)}")
     start = time.perf_counter()
