@@ -7,7 +7,8 @@ load change on a shared machine hits them alike; the load average is recorded be
 every section. Sections:
 
 * ``kernels`` - the RubiksShift ops (forward, input and shift gradient) at RubiksNet-Tiny's
-  shapes: channels-first with today's build, with the AVX2 build, channels-last (AVX2);
+  shapes: channels-first with today's build, with the AVX2 build, channels-last (AVX2), and
+  channels-last with the AVX-512 build (on AVX-512 CPUs) and with ``--baseline REV``'s code;
 * ``train`` - train step (forward, CE, backward, SGD) at 8x224, batch 2: RubiksNet-Tiny and
   TSM-R50 today (contiguous, portable build) and in their fastest configuration;
 * ``latency`` - batch-1 inference at 8x224: the ladder today -> channels-last -> BN + ReLU in
