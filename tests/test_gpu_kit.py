@@ -177,9 +177,12 @@ def test_rehearsal_as_documented(tmp_path):
     status ok (8 skipped where bench/efficiency.py is absent), at most 8 files come back, and the
     summary table is printed last."""
     env = dict(os.environ, OUT=str(tmp_path / "out"), GPU_KIT_WORK=str(tmp_path / "work"))
-    from torch.utils.cpp_extension import get_default_build_root
+    from actionlab.ops._extension import build_directory
 
-    env.setdefault("TORCH_EXTENSIONS_DIR", get_default_build_root())  # the suite's build, reused
+    # The suite's build, reused: the folder holding it. Without TORCH_EXTENSIONS_DIR, torch builds
+    # under get_default_build_root()/py311_cpu, so the root itself would be a second, fresh build
+    # (a 50 s compile in CI).
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(build_directory(False).parent))
     kit_run = subprocess.run(["make", "gpu-kit"], cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=600, check=False)
     assert kit_run.returncode == 0, kit_run.stdout[-3000:] + kit_run.stderr[-3000:]

@@ -7,6 +7,8 @@ The CPU kernels are built once per session (ninja, torch extensions cache; about
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -364,6 +366,30 @@ def test_unknown_instruction_set_is_named(monkeypatch):
         _extension.cpu_isa()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert _extension.extension_name(False).startswith("actionlab_rubiks_shift_cpu_avx512_")
+
+
+@pytest.mark.slow
+def test_processes_with_another_path_reuse_the_build(kernel):
+    """A process with the venv's ``bin/`` first on ``PATH`` (a notebook kernel, an activated venv)
+    and one without it (``.venv/bin/python ...``, CI's ``make test``) load the same build as
+    they find it. torch runs the first ``ninja`` on ``PATH``, and a system ninja of another
+    version reads the other's ``.ninja_log`` as foreign and recompiles everything: this happened
+    twice per CI run (~1 min each) before the build put the environment's ninja first."""
+    if _extension.ninja_dir() is None:
+        pytest.skip("this environment installed no ninja of its own")
+    build = _extension.build_directory(_extension.has_cuda_kernels())
+    built = {p.name: p.stat().st_mtime_ns for p in build.iterdir() if p.suffix in (".o", ".so")}
+    assert built, f"no build in {build}"
+    venv_bin = str(Path(sys.executable).parent)
+    others = [d for d in os.environ["PATH"].split(os.pathsep) if d and d != venv_bin]
+    load = "from actionlab.ops import _extension; assert _extension.load(), _extension.unavailable_reason()"
+    for path in ([venv_bin, *others], others):
+        env = {**os.environ, "PATH": os.pathsep.join(path)}
+        proc = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        now = {p.name: p.stat().st_mtime_ns for p in build.iterdir() if p.suffix in (".o", ".so")}
+        assert now == built, f"PATH {path[:2]}...: the build in {build} was compiled again"
 
 
 def test_fallback_when_the_build_fails(monkeypatch, tmp_path):

@@ -20,6 +20,7 @@ same software stack: ``python -m actionlab.ops.build``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -27,6 +28,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -131,6 +133,41 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
+def ninja_dir() -> str | None:
+    """The folder of the ninja this Python environment installed (the ``ninja`` package, a
+    dependency of actionlab), or ``None`` where it has none (then ``PATH``'s ninja is used)."""
+    try:
+        import ninja
+    except ImportError:
+        return None
+    folder = getattr(ninja, "BIN_DIR", "")
+    return folder if folder and shutil.which("ninja", path=folder) else None
+
+
+@contextlib.contextmanager
+def _environment_ninja() -> Iterator[None]:
+    """``PATH`` with the environment's ninja first while we check for and run a build.
+
+    torch runs whichever ``ninja`` is first on ``PATH``. Two ninja versions (a system one and the
+    venv's, e.g. with and without the venv activated) read each other's ``.ninja_log`` as foreign
+    and rebuild every object, so processes that differ only in ``PATH`` would rebuild the same
+    library back and forth (~1 min each time). The environment's ninja also builds where the
+    venv's ``bin/`` is not on ``PATH`` at all (``.venv/bin/python train.py``).
+    """
+    folder = ninja_dir()
+    old = os.environ.get("PATH")
+    if folder is not None:
+        os.environ["PATH"] = folder + (os.pathsep + old if old else "")
+    try:
+        yield
+    finally:
+        if folder is not None:
+            if old is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = old
+
+
 def _precheck(with_cuda: bool) -> str | None:
     if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
         return f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
@@ -145,7 +182,9 @@ def _precheck(with_cuda: bool) -> str | None:
         return f"sources {missing} not found in {src} (broken install? reinstall actionlab)"
     from torch.utils.cpp_extension import is_ninja_available
 
-    if not is_ninja_available():
+    with _environment_ninja():
+        ninja_found = is_ninja_available()
+    if not ninja_found:
         return "ninja is not installed (pip install ninja)"
     cxx = os.environ.get("CXX", "c++" if sys.platform != "win32" else "cl")
     if shutil.which(cxx) is None:
@@ -190,7 +229,7 @@ def _compile(with_cuda: bool, verbose: bool) -> str:
     timeout = float(os.environ.get(TIMEOUT_ENV, "1800"))
     src = source_dir()
     sources = [str(src / f) for f in SOURCES_CPU + (SOURCES_CUDA if with_cuda else ())]
-    with FileLock(str(build_dir / "actionlab_build.lock"), timeout=timeout):
+    with FileLock(str(build_dir / "actionlab_build.lock"), timeout=timeout), _environment_ninja():
         if _remove_stale_baton(build_dir):
             warnings.warn(
                 f"actionlab: removed a stale build lock {build_dir / 'lock'} left by an "
