@@ -47,6 +47,9 @@ RUNS = {"reference": "sweep", "preempted": "sweep", "single": "single", "ddp_nod
 PREEMPT = {("preempted", 0): "requeue", ("preempted", 1): "USR1", ("single", 0): "USR2"}
 STEPS_PER_EPOCH = 8  # experiment=quick: 64 clips / batch 8 (per rank: 32 / 4)
 DEADLINE_S = 720
+ACCOUNTING_WAIT_S = 60  # slurmctld reports a job's end to slurmdbd asynchronously
+SETTLED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+           "DEADLINE")
 
 
 @dataclass
@@ -142,6 +145,22 @@ def _drive(cluster: PrivateCluster, runs: dict[str, Run]) -> None:
         time.sleep(0.5)
 
 
+def _wait_for_accounting(cluster: PrivateCluster, runs: dict[str, Run]) -> None:
+    """Wait until the accounting database has the end of every job's last attempt. A sweep
+    command returns once its jobs wrote their results, which can be before slurmctld's message
+    about the job's end reached slurmdbd: ``sacct`` then still says RUNNING (seen when the last
+    job to finish was a requeued one). After the deadline the tests report what sacct says."""
+    jobs = ",".join(job for run in runs.values() for job in run.slurm_ids().values())
+    deadline = time.time() + ACCOUNTING_WAIT_S
+    while jobs and time.time() < deadline:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", jobs], env=cluster.env,
+                             capture_output=True, text=True, check=False, timeout=60).stdout
+        states = [line.split("|")[1].split()[0] for line in out.splitlines() if "|" in line]
+        if states and all(state in SETTLED for state in states):
+            return
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     reason = PrivateCluster.unavailable()
@@ -168,6 +187,7 @@ def slurm(tmp_path_factory):
                 run.proc = subprocess.Popen(argv, cwd=run.root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         _drive(cluster, runs)
+        _wait_for_accounting(cluster, runs)
         print(f"the SLURM runs took {time.time() - start:.0f} s")
         yield cluster, runs
     finally:
