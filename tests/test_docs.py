@@ -243,11 +243,30 @@ def test_the_evaluation_page_describes_every_view_rule():
     assert not undescribed, f"describe these rules on the Evaluation page: {undescribed}"
 
 
-def test_every_model_config_has_a_row_in_a_zoo_table():
+def _zoo_rows() -> set[str]:
+    """Every ``model:classes:TxS`` item of a ``<!-- zoo: ... -->`` directive in the docs."""
     rows = set()
     for page in DOCS.rglob("*.md"):
         for spec in re.findall(r"^<!--\s*zoo:\s*(.*?)\s*-->", page.read_text(), re.MULTILINE):
-            rows |= {item.split(":")[0] for item in spec.split()}
+            rows |= set(spec.split())
+    return rows
+
+
+def test_committed_model_profiles_are_the_codes_counts():
+    """docs/model_profiles.json holds the counts of exactly this code and exactly the zoo rows of
+    the pages, so a fresh clone's strict build (CI's ``site`` fixture) counts nothing: a stale
+    key silently recounts all 50 rows, about a minute of CI per build. One row is recounted here
+    through the hook's own path to show that the stored numbers are what the code counts."""
+    hooks = _hooks()
+    committed = json.loads(hooks.COMMITTED.read_text())
+    fix = "run `make docs` and commit docs/model_profiles.json"
+    assert committed["key"] == hooks._code_hash(), f"docs/model_profiles.json was counted from other model code: {fix}"
+    assert set(committed["rows"]) == _zoo_rows(), f"docs/model_profiles.json lists other rows than the pages: {fix}"
+    assert hooks.Profiles._profile("rubiks_tiny", 174, 8, 224) == committed["rows"]["rubiks_tiny:174:8x224"]
+
+
+def test_every_model_config_has_a_row_in_a_zoo_table():
+    rows = {item.split(":")[0] for item in _zoo_rows()}
     configs = {p.stem for p in (REPO / "conf" / "model").glob("*.yaml")}
     assert configs - rows == set(), "model configs without a row on their family page"
     assert rows - configs == set()

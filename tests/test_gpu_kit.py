@@ -90,11 +90,20 @@ def test_size_guard_refuses_over_the_limit(capsys):
     assert "REFUSED" in err and "over its 0 MiB limit" in err and "Largest:" in err
 
 
-def test_pytest_ignores_only_modules_without_cuda_tests():
+def test_pytest_ignores_only_modules_without_cuda_tests(tmp_path, monkeypatch):
     ignores, problems = kit.pytest_ignores()
-    assert "--ignore=tests/test_notebooks.py" in ignores
+    assert "--ignore=tests/test_notebooks.py" in ignores and "--ignore=tests/test_docs.py" in ignores
     assert "--ignore=tests/test_rubiks_shift_kernels.py" not in ignores
     assert problems == []
+    # A module with cuda tests is collected; one that also imports a not-carried package is named.
+    monkeypatch.setattr(kit, "ROOT", tmp_path)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_plain.py").write_text("def test_x():\n    pass\n")
+    (tmp_path / "tests" / "test_gpu.py").write_text("import pytest\n\n@pytest.mark.cuda\ndef test_x():\n    pass\n")
+    (tmp_path / "tests" / "test_nb.py").write_text("import nbclient\nimport pytest\npytestmark = pytest.mark.cuda\n")
+    ignores, problems = kit.pytest_ignores(tmp_path / "tests")
+    assert ignores == ["--ignore=tests/test_plain.py"]
+    assert len(problems) == 1 and problems[0].startswith("tests/test_nb.py imports ['nbclient']")
 
 
 def test_memory_format_is_the_labs_auto_for_the_clips_device():

@@ -4,7 +4,7 @@ every import the lab needs is satisfied there.
     python bench/gpu/kit.py download [--dest .whl]    # `make gpu-kit`: fetch, then size + check
     python bench/gpu/kit.py size [--limit-mib 64]     # git-tracked + untracked files + .whl
     python bench/gpu/kit.py check [--installed]       # requirements against the machine
-    python bench/gpu/kit.py pytest-ignores            # test modules that cannot import there
+    python bench/gpu/kit.py pytest-ignores            # test modules without cuda tests
 
 The GPU machine (Python 3.12, torch 2.11+cu130, no network) gets the lab as a copy of the working
 tree: tracked files, untracked files git does not ignore, and the carried ``.whl/`` folder, 64 MiB
@@ -335,29 +335,35 @@ def check(dest: Path, installed: bool, list_path: Path = LIST, machine_path: Pat
 
 
 def pytest_ignores(tests: Path = ROOT / "tests") -> tuple[list[str], list[str]]:
-    """``--ignore`` arguments for test modules that import a not-carried package at module level
-    (their collection would fail on the GPU machine and stop ``pytest -m cuda`` altogether), and
-    the problems: such a module must hold no cuda test, or that test would never run there."""
+    """``--ignore`` arguments for the test modules without a cuda test (no ``mark.cuda`` in
+    their text, the rule conftest's marker is spelled by), and the problems.
+
+    ``pytest -m cuda`` would only deselect their tests, after importing every module of the
+    suite (lightning, hydra, the whole lab: 13 s of the GPU step's budget on a 2-core CPU).
+    A module importing a not-carried package at module level would also fail collection there
+    and stop the whole step; such a module holding cuda tests is a problem, since those would
+    never run on the GPU machine."""
     ignores, problems = [], []
     for path in sorted(tests.rglob("test_*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+        text = path.read_text()
+        tree = ast.parse(text, str(path))
         top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
         top |= {n.module.split(".")[0] for n in tree.body
                 if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module}
         missing = sorted(top & OPTIONAL.keys())
-        if missing:
-            rel = path.relative_to(ROOT)
+        rel = path.relative_to(ROOT)
+        if "mark.cuda" not in text:
             ignores.append(f"--ignore={rel}")
-            if "mark.cuda" in path.read_text():
-                problems.append(f"{rel} imports {missing} (not carried) at module level but holds cuda tests: "
-                                "import them inside the tests that need them")
+        elif missing:
+            problems.append(f"{rel} imports {missing} (not carried) at module level but holds cuda tests: "
+                            "import them inside the tests that need them")
     return ignores, problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("pytest-ignores", help="print --ignore=... for test modules needing a not-carried package")
+    sub.add_parser("pytest-ignores", help="print --ignore=... for the test modules without cuda tests")
     for name in ("download", "size", "check"):
         p = sub.add_parser(name)
         p.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="the wheel folder (default .whl)")

@@ -202,8 +202,9 @@ if [ "$SETUP_RC" != 0 ]; then
 else
   # ---- 3 verify: pytest -m cuda, then every family's smoke ------------------------------------------
   if wanted 3a; then
-    # Test modules importing a package the kit does not carry (nbclient...) hold no cuda test
-    # (kit.py checks that) but would fail collection and stop the whole run: left out.
+    # Only the modules holding cuda tests are collected: the others would only be imported to be
+    # deselected, and one importing a package the kit does not carry (nbclient...) would fail
+    # collection and stop the whole run (kit.py refuses such a module with cuda tests).
     run_step 3a pytest verify "$(budget 3a)" "IGNORES=\$($PY bench/gpu/kit.py pytest-ignores) && echo \"left out: \$IGNORES\" &&
       $PY -m pytest -m cuda -q -p no:cacheprovider --junitxml=$WORK/junit.xml \$IGNORES tests"
     $REPORT junit "$OUT/verify.json" pytest "$WORK/junit.xml"
