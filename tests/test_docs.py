@@ -252,7 +252,7 @@ def _zoo_rows() -> set[str]:
     return rows
 
 
-def test_committed_model_profiles_are_the_codes_counts():
+def test_committed_model_profiles_are_the_codes_counts(monkeypatch):
     """docs/model_profiles.json holds the counts of exactly this code and exactly the zoo rows of
     the pages, so a fresh clone's strict build (CI's ``site`` fixture) counts nothing: a stale
     key silently recounts all 50 rows, about a minute of CI per build. One row is recounted here
@@ -262,6 +262,12 @@ def test_committed_model_profiles_are_the_codes_counts():
     fix = "run `make docs` and commit docs/model_profiles.json"
     assert committed["key"] == hooks._code_hash(), f"docs/model_profiles.json was counted from other model code: {fix}"
     assert set(committed["rows"]) == _zoo_rows(), f"docs/model_profiles.json lists other rows than the pages: {fix}"
+    # The hook disables the compiled op for the whole (mkdocs) process; here only for this test,
+    # and a load() it triggers must not leave "disabled" cached for the rest of the session.
+    from actionlab.ops import _extension
+
+    monkeypatch.setenv(_extension.DISABLE_ENV, "1")
+    monkeypatch.setattr(_extension, "_reason", _extension._reason)
     assert hooks.Profiles._profile("rubiks_tiny", 174, 8, 224) == committed["rows"]["rubiks_tiny:174:8x224"]
 
 
